@@ -1,0 +1,33 @@
+# Two commands for a newcomer: `make demo` (the main job on synthetic data) and `make test`.
+# Both create .venv and install the project if needed; every target is safe to rerun.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+STORE  ?= data
+REPORTS ?= reports
+CLI    := $(VENV)/bin/energy-btgm
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(CLI) synth --store $(STORE) --households 300 --weeks 52 --seed 0 --defects --overwrite --out $(STORE)/raw/synthetic
+	$(CLI) synth --describe $(STORE)/raw/synthetic
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(STORE)/raw $(STORE)/readings $(STORE)/quarantine $(STORE)/curves $(STORE)/models $(STORE)/banks $(REPORTS)/*/

@@ -1,0 +1,178 @@
+"""Statistics of household meter data held against the ranges of published smart-meter trials.
+
+``describe(path)`` measures a long-format data set (meter_id, timestamp, kwh per interval) the way
+grid studies do: consumption per day, individual weekly peaks (interval averages, kW), seasonal
+ratio of electrically heated homes, the mean weekday profile, and the diversity factor and ADMD of
+random groups of 10 and 100 homes in the same week (DESIGN.md §2). ``TARGETS`` are the ranges the
+synthetic generator is built to hit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+# name: (low, high, description); the ranges of trials with a few hundred homes
+TARGETS = {
+    "kwh_per_day_mean": (8.0, 14.0, "mean household consumption [kWh/day]"),
+    "kwh_per_day_p10": (3.0, 6.5, "10th percentile of homes [kWh/day]"),
+    "kwh_per_day_p90": (13.0, 24.0, "90th percentile of homes [kWh/day]"),
+    "annual_kwh_p5": (1000.0, 3000.0, "5th percentile of homes, annualised [kWh/yr]"),
+    "annual_kwh_p95": (7000.0, 12000.0, "95th percentile of homes, annualised [kWh/yr]"),
+    "weekly_peak_kw_p50": (2.5, 4.5, "median individual weekly peak [kW]"),
+    "weekly_peak_kw_p90": (4.5, 8.0, "90th percentile individual weekly peak [kW]"),
+    "heated_winter_over_summer": (1.5, 6.0, "winter / summer weekly energy, heated homes (median)"),
+    "morning_rise": (1.2, 5.0, "weekday mean kW 07:00-09:00 over 04:00-06:00"),
+    "evening_max_hour": (17.0, 21.0, "hour of the weekday evening maximum"),
+    "evening_over_day": (1.3, 2.2, "weekday evening max over 10:00-16:00 mean"),
+    "night_min_over_mean": (0.25, 0.6, "weekday night minimum over the daily mean"),
+    "df10_p50": (2.0, 3.2, "diversity factor, groups of 10 (median)"),
+    "admd10_kw_p50": (1.0, 1.8, "ADMD, groups of 10 (median) [kW]"),
+    "df100_p50": (3.0, 5.0, "diversity factor, groups of 100 (median)"),
+    "admd100_kw_p50": (0.7, 2.0, "ADMD, groups of 100 (median) [kW]"),
+    "admd100_kw_p50_warm": (0.7, 1.6, "ADMD, groups of 100, outside the heating season [kW]"),
+    "admd100_cold_over_warm": (1.0, 3.0, "ADMD of 100 in cold weeks over warm weeks (medians)"),
+}
+
+
+def weekly_array(df: pd.DataFrame):
+    """Household weekly curves on the nominal wall-clock grid, shape (M, W, T) in kW, NaN where missing.
+
+    ``df`` has meter_id, timestamp (tz-aware or naive local), kwh. Returns (array, meters, week_starts, step).
+    Wall-clock duplicates (the autumn DST hour) are averaged.
+    """
+    ts = df["timestamp"]
+    if getattr(ts.dt, "tz", None) is not None:
+        ts = ts.dt.tz_localize(None)
+    t = ts.to_numpy("datetime64[ns]").astype(np.int64)
+    order = np.sort(np.unique(t[: min(len(t), 200_000)]))
+    step = int(np.median(np.diff(order))) if len(order) > 1 else 30 * 60 * 10**9
+    step = int(pd.Timedelta(minutes=round(step / 6e10)).value)
+    week_ns = 7 * 86400 * 10**9
+    monday0 = np.datetime64("1970-01-05", "ns").astype(np.int64)  # a Monday
+    w_abs = (t - monday0) // week_ns
+    w0 = int(w_abs.min())
+    wi = (w_abs - w0).astype(np.int64)
+    T = int(week_ns // step)
+    si = ((t - monday0) % week_ns) // step
+    codes, meters = pd.factorize(df["meter_id"], sort=True)
+    M, W = len(meters), int(wi.max()) + 1
+    flat = (codes.astype(np.int64) * W + wi) * T + si
+    kw = df["kwh"].to_numpy(np.float64) / (step / 3.6e12)
+    sums = np.bincount(flat, weights=kw, minlength=M * W * T)
+    counts = np.bincount(flat, minlength=M * W * T)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        arr = (sums / counts).reshape(M, W, T)
+    weeks = pd.to_datetime(monday0 + (w0 + np.arange(W)) * week_ns)
+    return arr.astype(np.float32), np.asarray(meters), weeks, step
+
+
+def group_stats(arr: np.ndarray, n: int, rng: np.random.Generator, draws_per_home: int = 3):
+    """Diversity factor, ADMD [kW] and week index of random groups of ``n`` complete homes per week."""
+    dfs, admd, week = [], [], []
+    for w in range(arr.shape[1]):
+        block = arr[:, w]
+        block = block[np.isfinite(block).all(1)]
+        if len(block) < n:
+            continue
+        for _ in range(max(1, draws_per_home * len(block) // n)):
+            g = block[rng.choice(len(block), n, replace=False)]  # (n, T)
+            gp = g.sum(0).max()
+            dfs.append(g.max(1).sum() / gp)
+            admd.append(gp / n)
+            week.append(w)
+    return np.array(dfs), np.array(admd), np.array(week, dtype=int)
+
+
+def describe(path: Path, seed: int = 0) -> dict:
+    """Measure the statistics in ``TARGETS`` (and a few more) on a long-format data set."""
+    path = Path(path)
+    target = path / "readings" if (path / "readings").is_dir() else path
+    df = pq.read_table(target, columns=["meter_id", "timestamp", "kwh"]).to_pandas()
+    arr, meters, weeks, step = weekly_array(df)
+    M, W, T = arr.shape
+    step_h = step / 3.6e12
+    out: dict = {"meters": int(M), "rows": int(len(df)), "weeks": int(W), "interval_min": step_h * 60}
+
+    per_day = np.nansum(arr, axis=(1, 2)) * step_h / (np.isfinite(arr).sum((1, 2)) * step_h / 24)
+    out["kwh_per_day_mean"] = float(per_day.mean())
+    out["kwh_per_day_p10"], out["kwh_per_day_p90"] = (float(x) for x in np.percentile(per_day, [10, 90]))
+    out["annual_kwh_p5"], out["annual_kwh_p95"] = (float(x) * 365 for x in np.percentile(per_day, [5, 95]))
+
+    complete = np.isfinite(arr).all(2)  # (M, W)
+    peaks = np.where(complete, np.nanmax(np.where(np.isfinite(arr), arr, -np.inf), axis=2), np.nan)
+    out["complete_household_weeks"] = int(complete.sum())
+    out["weekly_peak_kw_p50"], out["weekly_peak_kw_p90"] = (float(x) for x in np.nanpercentile(peaks, [50, 90]))
+
+    energy = np.where(complete, arr.sum(2) * step_h, np.nan)  # (M, W) kWh
+    month = (weeks + pd.Timedelta(days=3)).month.to_numpy()
+    winter, summer = np.isin(month, (12, 1, 2)), np.isin(month, (6, 7, 8))
+    households = path / "households.parquet"
+    if winter.any() and summer.any():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.nanmean(energy[:, winter], 1) / np.nanmean(energy[:, summer], 1)
+        if households.exists():
+            hh = pd.read_parquet(households).set_index("meter_id")
+            heated = hh.reindex(meters)["heating"].fillna(False).to_numpy(bool)
+            out["heated_winter_over_summer"] = float(np.nanmedian(ratio[heated])) if heated.any() else float("nan")
+            out["unheated_winter_over_summer"] = float(np.nanmedian(ratio[~heated])) if (~heated).any() else float("nan")
+        else:  # no household table: the upper decile stands for the heated homes
+            out["heated_winter_over_summer"] = float(np.nanpercentile(ratio, 90))
+
+    per_hour = T // (7 * 24)
+    days = arr.reshape(M, W, 7, 24, per_hour)[:, :, :5]  # weekdays
+    prof = np.nanmean(days, axis=(0, 1, 2, 4))  # (24,) mean kW by hour
+    out["mean_kw_by_hour_weekday"] = [round(float(x), 3) for x in prof]
+    out["morning_rise"] = float(prof[7:9].mean() / prof[4:6].mean())
+    out["evening_max_hour"] = float(14 + np.argmax(prof[14:24]))
+    out["evening_over_day"] = float(prof[17:22].max() / prof[10:16].mean())
+    out["night_min_over_mean"] = float(prof[1:6].min() / prof.mean())
+
+    rng = np.random.default_rng(seed)
+    weekly_temp = None
+    weather = path / "weather.parquet"
+    if weather.exists():
+        wt = pd.read_parquet(weather)
+        d = pd.to_datetime(wt["date"])
+        wk = ((d - pd.Timestamp("1970-01-05")).dt.days // 7).to_numpy()
+        s = pd.Series(wt["temp_c"].to_numpy()).groupby(wk).mean()
+        w_abs = ((weeks - pd.Timestamp("1970-01-05")).days // 7).to_numpy()
+        weekly_temp = s.reindex(w_abs).to_numpy()
+    for n in (10, 100):
+        dfs, admd, wk = group_stats(arr, n, rng)
+        if not len(dfs):
+            continue
+        out[f"df{n}_p50"] = float(np.median(dfs))
+        out[f"admd{n}_kw_p50"] = float(np.median(admd))
+        out[f"groups{n}"] = int(len(dfs))
+        if n == 100:
+            cold = (weekly_temp[wk] < 8.0) if weekly_temp is not None else np.isin(month[wk], (12, 1, 2))
+            warm = (weekly_temp[wk] >= 12.0) if weekly_temp is not None else np.isin(month[wk], (5, 6, 7, 8, 9))
+            if warm.any():
+                out["admd100_kw_p50_warm"] = float(np.median(admd[warm]))
+            if cold.any() and warm.any():
+                out["admd100_kw_p50_cold"] = float(np.median(admd[cold]))
+                out["admd100_cold_over_warm"] = out["admd100_kw_p50_cold"] / out["admd100_kw_p50_warm"]
+    return out
+
+
+def check(stats: dict) -> list[tuple[str, float | None, float, float, str, bool]]:
+    """Rows (name, value, low, high, description, ok) for every target; a missing figure fails."""
+    rows = []
+    for name, (lo, hi, desc) in TARGETS.items():
+        v = stats.get(name)
+        ok = v is not None and np.isfinite(v) and lo <= v <= hi
+        rows.append((name, v, lo, hi, desc, bool(ok)))
+    return rows
+
+
+def format_check(stats: dict) -> str:
+    lines = [f"{stats['meters']} meters, {stats['rows']:,} readings, {stats['weeks']} weeks, "
+             f"{stats['interval_min']:.0f}-min intervals, {stats['complete_household_weeks']:,} complete household-weeks"]
+    for name, v, lo, hi, desc, ok in check(stats):
+        val = "missing" if v is None else f"{v:9.2f}"
+        lines.append(f"  {'ok ' if ok else 'OUT'} {desc:<58} {val}   target [{lo:g}, {hi:g}]")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Prefect flows and deployments: thin wrappers over ``energy_btgm`` (flows land with the orchestration issue)."""
