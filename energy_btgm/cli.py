@@ -59,6 +59,36 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from energy_btgm.ingest import IngestConfig, ingest
+    from energy_btgm.readers import InputError
+
+    cfg = IngestConfig(fmt=args.format, tz=args.tz, unit=args.unit, resolution=args.resolution, meter_col=args.meter_col,
+                       time_col=args.time_col, value_col=args.value_col, delimiter=args.delimiter,
+                       max_kwh_per_30min=args.max_kwh_per_30min, max_gap_h=args.max_gap_h)
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    sources = args.sources or [str(store_root(args.store) / "raw" / "synthetic" / "readings")]
+    try:
+        m = ingest(sources, store_root(args.store), cfg, reports=Path(args.reports), progress=not args.quiet)
+    except InputError as e:
+        raise UsageError(str(e)) from None
+    c = m["counts"]
+    print(f"ingested {len(m['sources'])} file(s): {c['rows_in']:,} rows in = {c['rows_kept']:,} kept + "
+          f"{c['rows_quarantined']:,} quarantined; {c['rows_repaired_filled']:,} filled; {m['meters']} meters; "
+          f"{m['date_range'][0] if m['date_range'] else '-'} .. {m['date_range'][1] if m['date_range'] else '-'}")
+    if c["quarantined_by_reason"]:
+        print("  quarantined by reason: " + ", ".join(f"{k} {v:,}" for k, v in c["quarantined_by_reason"].items()))
+    print(f"  DST: {c['dst_ambiguous_resolved']:,} ambiguous resolved, {c['dst_nonexistent_shifted']:,} nonexistent shifted")
+    if m["validation"]:
+        v = m["validation"]
+        print(f"  validation {'passed' if v['success'] else 'FAILED'}: {v['evaluated']} expectations over {v['chunks']} chunk(s) -> {v['result_file']}")
+    print(f"  readings: {store_root(args.store) / 'readings'}   quarantine: {m['quarantine_file']}   ({m['seconds']} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="energy-btgm",
@@ -89,6 +119,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="with --describe: also write the statistics as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("ingest", help="validate and clean meter files into the canonical readings",
+                       description="Read meter files (CSV, gzip CSV, Parquet) in bounded memory, clean them (duplicates, "
+                                   "bad values, DST, gaps up to --max-gap-h), validate with Great Expectations, and write "
+                                   "<store>/readings (partitioned Parquet + manifest.json) and <store>/quarantine.")
+    _add_common(p)
+    p.add_argument("sources", nargs="*", metavar="SOURCE",
+                   help="files or folders (default: <store>/raw/synthetic/readings)")
+    p.add_argument("--format", default="long", choices=["long", "lcl", "wide"],
+                   help="long: meter,timestamp,value; lcl: Low Carbon London (datastore or per-block); "
+                        "wide: timestamp + one column per meter (UCI) (default: long)")
+    p.add_argument("--tz", default="Europe/Paris", help="time zone of naive timestamps (default: Europe/Paris)")
+    p.add_argument("--unit", default=None, choices=["kwh", "wh", "kw"], help="unit of values (default: kw for wide, else kwh)")
+    p.add_argument("--resolution", default="auto", help="auto, 15min, 30min or 60min; coarser than native sums (default: auto)")
+    p.add_argument("--meter-col", default="meter_id", help="long format: meter id column (default: meter_id)")
+    p.add_argument("--time-col", default="timestamp", help="long format: timestamp column (default: timestamp)")
+    p.add_argument("--value-col", default="kwh", help="long format: value column (default: kwh)")
+    p.add_argument("--delimiter", default=None, help="CSV delimiter (default: ',' or ';' for wide)")
+    p.add_argument("--max-kwh-per-30min", type=float, default=10.0, help="plausibility bound, scaled by the interval (default: 10)")
+    p.add_argument("--max-gap-h", type=float, default=2.0, help="fill gaps up to this many hours linearly (default: 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_ingest)
     return parser
 
 

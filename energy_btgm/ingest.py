@@ -1,0 +1,477 @@
+"""Ingest meter files into the canonical readings dataset, with quarantine and a manifest.
+
+Two passes in bounded memory:
+
+1. stream each source in blocks (``readers.read_raw``), parse timestamps and values with pyarrow
+   compute, and spill rows to K hash buckets by meter id (Arrow IPC files in a temp folder);
+2. per bucket (all rows of a subset of meters): localise wall-clock times (ambiguous autumn hour:
+   first occurrence = summer time; nonexistent spring times shifted forward; both counted), drop
+   exact duplicates, quarantine conflicting ones, convert units to kWh, detect each meter's
+   interval and any change of it, quarantine missing / negative / implausible values, fill gaps up
+   to ``max_gap_h`` linearly (flagged), validate with the ``readings-v1`` suite, write
+   ``readings/bucket=NNN/part-0.parquet``.
+
+Every input row is either kept or written to the quarantine file with a reason code, so
+``rows_in == rows_kept + rows_quarantined`` (exact duplicates are quarantined too, reason
+``exact_duplicate``). Canonical readings: ``meter_id``, ``timestamp`` (tz-aware, the meters' zone,
+interval start), ``kwh`` (float32), ``interval_min``, ``filled``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import tempfile
+import time
+import zoneinfo
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from energy_btgm.readers import InputError, bucket_of, read_raw
+from energy_btgm.store import atomic_dir, atomic_write_bytes, code_version, sha256_file
+
+NS_MIN = 60_000_000_000
+RES_MIN = {"15min": 15, "30min": 30, "60min": 60}
+BUCKET_ROWS = 2_000_000  # target rows per bucket (bounds memory of pass 2)
+MISSING_MARKERS = ["", "Null", "NULL", "null", "NA", "NaN", "nan", "N/A"]
+QUARANTINE_SCHEMA = pa.schema([("source_file", pa.string()), ("line", pa.int64()), ("meter_id", pa.string()),
+                               ("timestamp_raw", pa.string()), ("value_raw", pa.string()), ("reason", pa.string())])
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    """How to read and clean. Units in names."""
+
+    fmt: str = "long"  # long | lcl | wide
+    tz: str = "Europe/Paris"
+    unit: str | None = None  # kwh | wh | kw; default per format (wide: kw, else kwh)
+    resolution: str = "auto"  # auto | 15min | 30min | 60min (coarser than native: summed)
+    meter_col: str = "meter_id"
+    time_col: str = "timestamp"
+    value_col: str = "kwh"
+    delimiter: str | None = None
+    max_kwh_per_30min: float = 10.0  # plausibility bound, scaled by the interval
+    max_gap_h: float = 2.0  # gaps up to this long are filled linearly
+
+    def validate(self) -> None:
+        if self.fmt not in ("long", "lcl", "wide"):
+            raise ValueError(f"--format must be long, lcl or wide, got {self.fmt!r}")
+        if self.unit not in (None, "kwh", "wh", "kw"):
+            raise ValueError(f"--unit must be kwh, wh or kw, got {self.unit!r}")
+        if self.resolution != "auto" and self.resolution not in RES_MIN:
+            raise ValueError(f"--resolution must be auto, 15min, 30min or 60min, got {self.resolution!r}")
+        try:
+            zoneinfo.ZoneInfo(self.tz)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"--tz {self.tz!r} is not a known time zone; use an IANA name such as Europe/London") from None
+
+    @property
+    def value_unit(self) -> str:
+        return self.unit or ("kw" if self.fmt == "wide" else "kwh")
+
+
+# --- pass 1: parse and spill -------------------------------------------------------------------
+
+def _parse_ts(ts: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(wall ns or NaT-int, utc ns or NaT-int, ok) from strings or timestamps. int64 min = missing."""
+    n = len(ts)
+    nat = np.iinfo(np.int64).min
+    wall = np.full(n, nat, np.int64)
+    utc = np.full(n, nat, np.int64)
+    if pa.types.is_timestamp(ts.type):
+        v = pc.cast(ts, pa.timestamp("ns", tz=ts.type.tz)).cast(pa.int64()).to_numpy(zero_copy_only=False)
+        ok = ~pc.is_null(ts).to_numpy(zero_copy_only=False)
+        (utc if ts.type.tz else wall)[ok] = v[ok]
+        return wall, utc, ok
+    s = pc.utf8_trim_whitespace(ts)
+    head = pc.replace_substring(pc.utf8_slice_codeunits(s, 0, 19), "T", " ")
+    fast = pc.strptime(head, format="%Y-%m-%d %H:%M:%S", unit="ns", error_is_null=True)
+    has_offset = pc.match_substring_regex(s, r"(Z|[+-]\d\d:?\d\d)$").to_numpy(zero_copy_only=False)
+    ok = ~pc.is_null(fast).to_numpy(zero_copy_only=False)
+    fv = fast.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    plain = ok & ~has_offset
+    wall[plain] = fv[plain]
+    slow = np.flatnonzero(has_offset | ~ok)
+    if len(slow):  # offsets, dates without time, other formats: pandas, on the few rows that need it
+        raw = pd.Series(s.take(pa.array(slow)).to_pylist(), dtype=object)
+        aware = raw.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True, na=False).to_numpy()
+        if aware.any():
+            t = pd.to_datetime(raw[aware], utc=True, errors="coerce", format="ISO8601")
+            good = t.notna().to_numpy()
+            idx = slow[aware][good]
+            utc[idx] = t[good].to_numpy("datetime64[ns]").astype(np.int64)
+            ok[idx] = True
+        if (~aware).any():
+            t = pd.to_datetime(raw[~aware], errors="coerce", format="mixed")
+            good = t.notna().to_numpy()
+            idx = slow[~aware][good]
+            wall[idx] = t[good].to_numpy("datetime64[ns]").astype(np.int64)
+            ok[idx] = True
+    return wall, utc, ok
+
+
+def _parse_values(value: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values with NaN for missing, non_numeric mask)."""
+    if pa.types.is_floating(value.type) or pa.types.is_integer(value.type):
+        v = pc.cast(value, pa.float64()).to_numpy(zero_copy_only=False)
+        return np.where(pc.is_null(value).to_numpy(zero_copy_only=False), np.nan, v), np.zeros(len(v), bool)
+    s = pc.utf8_trim_whitespace(value)
+    missing = pc.is_in(s, value_set=pa.array(MISSING_MARKERS)).to_numpy(zero_copy_only=False) | pc.is_null(s).to_numpy(zero_copy_only=False)
+    num = pd.to_numeric(pd.Series(s.to_numpy(zero_copy_only=False), dtype=object).where(~missing, None), errors="coerce").to_numpy(np.float64)
+    return num, np.isnan(num) & ~missing
+
+
+class _Quarantine:
+    """Collects rejected rows (as Arrow batches) and counts reasons."""
+
+    def __init__(self):
+        self.batches: list[pa.Table] = []
+        self.counts: Counter = Counter()
+
+    def add(self, source, line, meter, ts_raw, value_raw, reason) -> None:
+        n = len(line)
+        if not n:
+            return
+        reason = np.broadcast_to(np.asarray(reason, dtype=object), (n,))
+        self.counts.update(r.split(" ")[0].split(":")[0] for r in reason)
+        self.batches.append(pa.table({
+            "source_file": pa.array(np.broadcast_to(np.asarray(source, dtype=object), (n,)), pa.string()),
+            "line": pa.array(np.asarray(line, np.int64)), "meter_id": pa.array(np.asarray(meter, dtype=object), pa.string()),
+            "timestamp_raw": pa.array([None if x is None else str(x) for x in ts_raw], pa.string()),
+            "value_raw": pa.array([None if x is None or (isinstance(x, float) and math.isnan(x)) else str(x) for x in value_raw], pa.string()),
+            "reason": pa.array(reason, pa.string())}, schema=QUARANTINE_SCHEMA))
+
+    def table(self) -> pa.Table:
+        return pa.concat_tables(self.batches) if self.batches else QUARANTINE_SCHEMA.empty_table()
+
+
+SPILL_SCHEMA = pa.schema([("meter_id", pa.string()), ("wall", pa.int64()), ("utc", pa.int64()), ("value", pa.float64()),
+                          ("line", pa.int64()), ("src", pa.int32())])
+
+
+def _spill(sources: list[Path], cfg: IngestConfig, tmp: Path, k: int, quarantine: _Quarantine, progress) -> int:
+    """Pass 1. Returns the number of data rows read."""
+    writers = {}
+    rows_in = 0
+    try:
+        for si, src in enumerate(sources):
+            for table, invalid in read_raw(src, cfg.fmt, meter_col=cfg.meter_col, time_col=cfg.time_col,
+                                           value_col=cfg.value_col, delimiter=cfg.delimiter):
+                if invalid:
+                    rows_in += len(invalid)
+                    lines, texts, reasons = zip(*invalid)
+                    quarantine.add(str(src), [x or -1 for x in lines], [None] * len(lines), texts, [None] * len(lines), reasons)
+                n = table.num_rows
+                if not n:
+                    continue
+                rows_in += n
+                lines = table.column("line").to_numpy()
+                meter = table.column("meter_id").combine_chunks()
+                wall, utc, ts_ok = _parse_ts(table.column("ts").combine_chunks())
+                value, non_numeric = _parse_values(table.column("value").combine_chunks())
+                empty_meter = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(meter)), 0).to_numpy(zero_copy_only=False)
+                bad = ~ts_ok | non_numeric | empty_meter
+                if bad.any():
+                    idx = np.flatnonzero(bad)
+                    reason = np.where(empty_meter[idx], "missing_meter_id",
+                                      np.where(~ts_ok[idx], "bad_timestamp", "non_numeric_value"))
+                    take = pa.array(idx)
+                    quarantine.add(str(src), lines[idx], meter.take(take).to_pylist(), table.column("ts").take(take).to_pylist(),
+                                   table.column("value").take(take).to_pylist(), reason)
+                    keep = np.flatnonzero(~bad)
+                    meter, wall, utc, value, lines = meter.take(pa.array(keep)), wall[keep], utc[keep], value[keep], lines[keep]
+                nat = np.iinfo(np.int64).min
+                spill = pa.table({"meter_id": meter, "wall": pa.array(wall, mask=wall == nat), "utc": pa.array(utc, mask=utc == nat),
+                                  "value": pa.array(value), "line": pa.array(lines),
+                                  "src": pa.array(np.full(len(lines), si, np.int32))}, schema=SPILL_SCHEMA)
+                buckets = bucket_of(spill.column("meter_id").combine_chunks(), k)
+                for b in np.unique(buckets):
+                    part = spill.filter(pa.array(buckets == b))
+                    if b not in writers:
+                        writers[b] = ipc.new_file(str(tmp / f"bucket-{b:04d}.arrow"), SPILL_SCHEMA)
+                    writers[b].write_table(part)
+                if progress is not None:
+                    progress.update(n)
+    finally:
+        for w in writers.values():
+            w.close()
+    return rows_in
+
+
+# --- pass 2: clean one bucket ------------------------------------------------------------------
+
+def _localise(meter: np.ndarray, wall: np.ndarray, utc: np.ndarray, order_key: np.ndarray, tz: str,
+              counts: Counter) -> np.ndarray:
+    """UTC ns for every row: given, or wall clock localised in ``tz`` (ambiguous/nonexistent resolved).
+
+    ``wall``/``utc`` are int64 ns with int64-min for missing; ``order_key`` orders rows as in the files.
+    """
+    nat = np.iinfo(np.int64).min
+    need = utc == nat
+    out = utc.copy()
+    if not need.any():
+        return out
+    w = pd.DatetimeIndex(wall[need].astype("datetime64[ns]"))
+    loc = w.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").asi8.copy()
+    bad = loc == nat
+    if bad.any():
+        wb = w[bad]
+        nonexistent = np.asarray(wb.tz_localize(tz, ambiguous=True, nonexistent="NaT").isna())
+        # ambiguous autumn hour: the first occurrence (file order) is summer time, the second winter time
+        sub = pd.DataFrame({"m": meter[need][bad], "w": wb.asi8, "o": order_key[need][bad]})
+        rank = sub.sort_values("o").groupby(["m", "w"]).cumcount().reindex(sub.index).to_numpy()
+        resolved = wb.tz_localize(tz, ambiguous=(rank == 0) | nonexistent, nonexistent="shift_forward")
+        loc[bad] = resolved.asi8
+        counts["dst_ambiguous_resolved"] += int((~nonexistent).sum())
+        counts["dst_nonexistent_shifted"] += int(nonexistent.sum())
+    out[need] = loc
+    return out
+
+
+def _clean_bucket(df: pd.DataFrame, cfg: IngestConfig, sources: list[str], quarantine: _Quarantine,
+                  counts: Counter) -> tuple[pd.DataFrame, list[dict]]:
+    """Pass 2 on all rows of a set of meters. Returns (canonical readings, per-meter coverage)."""
+    src_names = np.asarray(sources, dtype=object)
+
+    def reject(mask, reason):
+        idx = np.flatnonzero(mask)
+        if len(idx):
+            sub = df.iloc[idx]
+            ts = pd.DatetimeIndex(sub["t"].to_numpy().astype("datetime64[ns]"), tz="UTC").tz_convert(cfg.tz).astype(str)
+            quarantine.add(src_names[sub["src"].to_numpy()], sub["line"].to_numpy(), sub["meter_id"].to_numpy(),
+                           list(ts), list(sub["value"].to_numpy()), reason)
+
+    nat = np.iinfo(np.int64).min
+    order_key = df["src"].to_numpy(np.int64) * (1 << 40) + df["line"].to_numpy(np.int64)
+    codes, uniq = pd.factorize(df["meter_id"])
+    df["t"] = _localise(codes, df["wall"].to_numpy(np.int64, na_value=nat), df["utc"].to_numpy(np.int64, na_value=nat),
+                        order_key, cfg.tz, counts)
+    df = df.drop(columns=["wall", "utc"])
+    order = np.lexsort((order_key, df["t"].to_numpy(), codes))
+    df = df.iloc[order].reset_index(drop=True)
+    codes = codes[order]
+    t = df["t"].to_numpy()
+    v = df["value"].to_numpy()
+
+    # duplicates on (meter, instant): identical values -> keep the first; differing -> quarantine all
+    same_key_prev = np.r_[False, (codes[1:] == codes[:-1]) & (t[1:] == t[:-1])]
+    key_id = np.cumsum(~same_key_prev)
+    vkey = np.where(np.isnan(v), -1e300, v)
+    differs = same_key_prev & np.r_[False, vkey[1:] != vkey[:-1]]
+    conflicting = np.isin(key_id, key_id[differs]) if differs.any() else np.zeros(len(v), bool)
+    exact_dup = same_key_prev & ~conflicting
+    reject(conflicting, "conflicting_duplicate")
+    reject(exact_dup, "exact_duplicate")
+    keep = ~(conflicting | exact_dup)
+    df = df[keep].reset_index(drop=True)
+
+    # interval per meter (mode of steps), and changes of interval
+    target = RES_MIN.get(cfg.resolution)
+    out_frames, coverage = [], []
+    for m, g in df.groupby("meter_id", sort=True):
+        tm = g["t"].to_numpy()
+        steps = np.diff(tm) // NS_MIN
+        candidates = [15, 30, 60]
+        freq = [(int((steps == c).sum()), c) for c in candidates]
+        native = max(freq)[1] if len(steps) else (target or 30)
+        # a stretch where the local step differs from the native one: a change of interval
+        off_grid = (tm // NS_MIN) % native != 0
+        changed = off_grid
+        if np.isin(steps, [c for c in candidates if c != native]).mean() > 0.01 if len(steps) else False:
+            local = pd.Series(np.r_[steps, steps[-1:]]).rolling(9, center=True, min_periods=1).median().to_numpy()
+            changed = (np.isin(local, candidates) & (local != native)) | off_grid
+        if changed.sum() > 1:
+            lo, hi = np.flatnonzero(changed)[[0, -1]]
+            span = np.zeros(len(g), bool)
+            span[lo:hi + 1] = True
+            reject_rows = g.index.to_numpy()[span]
+            rmask = np.zeros(len(df), bool)
+            rmask[reject_rows] = True
+            reject(rmask, f"resolution_change: meter {m} leaves its {native}-min interval")
+            g = g[~span]
+        elif changed.any():
+            rmask = np.zeros(len(df), bool)
+            rmask[g.index.to_numpy()[changed]] = True
+            reject(rmask, "off_grid_timestamp")
+            g = g[~changed]
+        if target and target < native:
+            raise InputError(f"meter {m}: its readings are {native}-min, coarser than --resolution {cfg.resolution}; "
+                             f"use --resolution auto or {native}min")
+        res = native
+        # units -> kWh per native interval
+        val = g["value"].to_numpy()
+        if cfg.value_unit == "wh":
+            val = val / 1000.0
+        elif cfg.value_unit == "kw":
+            val = val * res / 60.0
+        bound = cfg.max_kwh_per_30min * res / 30.0
+        missing, negative, absurd = np.isnan(val), val < 0, val > bound
+        for mask, reason in ((missing, "missing_value"), (negative, "negative_value"),
+                             (absurd, f"implausible_value: above {bound:g} kWh per {res} min")):
+            rmask = np.zeros(len(df), bool)
+            rmask[g.index.to_numpy()[mask]] = True
+            reject(rmask, reason)
+        good = ~(missing | negative | absurd)
+        tm, val, rows_kept = g["t"].to_numpy()[good], val[good], int(good.sum())
+        if target and target > res:  # resample to the coarser target: complete intervals only
+            step = target * NS_MIN
+            slot = tm // step
+            u, inv, cnt = np.unique(slot, return_inverse=True, return_counts=True)
+            sums = np.bincount(inv, weights=val)
+            full = cnt == target // res
+            incomplete_rows = ~full[inv]
+            rmask = np.zeros(len(df), bool)
+            rmask[g.index.to_numpy()[good][incomplete_rows]] = True
+            reject(rmask, "incomplete_interval_after_resampling")
+            rows_kept -= int(incomplete_rows.sum())
+            tm, val, res = u[full] * step, sums[full], target
+        if not len(tm):
+            continue
+        # fill gaps up to max_gap_h linearly (flagged)
+        step = res * NS_MIN
+        n_missing = np.diff(tm) // step - 1
+        fillable = (n_missing > 0) & (n_missing * res <= cfg.max_gap_h * 60)
+        filled = np.zeros(len(tm), bool)
+        if fillable.any():
+            new_t = np.concatenate([tm[i] + step * np.arange(1, n_missing[i] + 1) for i in np.flatnonzero(fillable)])
+            all_t = np.concatenate([tm, new_t])
+            order = np.argsort(all_t, kind="stable")
+            all_v = np.interp(all_t.astype(np.float64), tm.astype(np.float64), val)
+            tm, val = all_t[order], all_v[order]
+            filled = np.r_[np.zeros(len(tm) - len(new_t), bool), np.ones(len(new_t), bool)][order]
+        counts["filled"] += int(filled.sum())
+        out_frames.append(pd.DataFrame({"meter_id": m, "timestamp": tm, "kwh": val.astype(np.float32),
+                                        "interval_min": np.int16(res), "filled": filled}))
+        span_n = (tm[-1] - tm[0]) // step + 1
+        coverage.append({"meter_id": str(m), "first": str(pd.Timestamp(tm[0], tz="UTC").tz_convert(cfg.tz)),
+                         "last": str(pd.Timestamp(tm[-1], tz="UTC").tz_convert(cfg.tz)), "interval_min": int(res),
+                         "rows_kept": rows_kept, "filled": int(filled.sum()),
+                         "coverage": round(float((len(tm) - filled.sum()) / span_n), 4)})
+    if not out_frames:
+        return pd.DataFrame(columns=["meter_id", "timestamp", "kwh", "interval_min", "filled"]), coverage
+    out = pd.concat(out_frames, ignore_index=True)
+    out["timestamp"] = pd.DatetimeIndex(out["timestamp"].to_numpy(np.int64).astype("datetime64[ns]"), tz="UTC").tz_convert(cfg.tz)
+    return out, coverage
+
+
+def ingest(sources: list[Path], store: Path, cfg: IngestConfig, reports: Path = Path("reports"),
+           progress: bool = False, validate: bool = True) -> dict:
+    """Ingest ``sources`` into ``<store>/readings`` and ``<store>/quarantine``; return the manifest."""
+    cfg.validate()
+    t0 = time.perf_counter()
+    sources = [Path(s) for s in sources]
+    files = []
+    for s in sources:
+        if s.is_dir():
+            found = sorted(p for p in s.rglob("*") if p.is_file() and p.name.endswith((".csv", ".csv.gz", ".parquet", ".txt")))
+            if not found:
+                raise InputError(f"{s}: folder holds no .csv, .csv.gz or .parquet file")
+            files += found
+        elif not s.exists():
+            raise InputError(f"{s}: no such file or folder")
+        else:
+            files.append(s)
+    total_bytes = sum(f.stat().st_size for f in files)
+    bytes_per_row = 6 if files[0].suffix == ".parquet" else 40
+    k = max(1, math.ceil(total_bytes / bytes_per_row / BUCKET_ROWS))
+    quarantine = _Quarantine()
+    counts: Counter = Counter()
+    store = Path(store)
+    store.mkdir(parents=True, exist_ok=True)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="ingest: read", unit=" rows", unit_scale=True)
+    validator = None
+    if validate:
+        from energy_btgm.validation import Validator
+
+        validator = Validator(max_kwh=cfg.max_kwh_per_30min * 2)
+    results, coverage = [], []
+    rows_out = rows_filled = 0
+    with tempfile.TemporaryDirectory(prefix="ingest-", dir=store) as spill_dir, \
+            atomic_dir(store / "readings", overwrite=True) as out_dir:
+        spill = Path(spill_dir)
+        rows_in = _spill(files, cfg, spill, k, quarantine, bar)
+        if bar is not None:
+            bar.close()
+        buckets = sorted(spill.glob("bucket-*.arrow"))
+        it = buckets
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(buckets, desc="ingest: clean+validate", unit=" bucket")
+        from energy_btgm.validation import READINGS_SUITE, readings_frame_for_suite
+
+        for b in it:
+            with pa.memory_map(str(b)) as src:
+                df = ipc.open_file(src).read_all().to_pandas()
+            clean, cov = _clean_bucket(df, cfg, [str(f) for f in files], quarantine, counts)
+            del df
+            coverage += cov
+            if not len(clean):
+                continue
+            if validator is not None:
+                results.append(validator.validate(READINGS_SUITE, readings_frame_for_suite(clean)))
+            rows_out += len(clean)
+            rows_filled += int(clean["filled"].sum())
+            part = out_dir / f"bucket={b.stem.split('-')[1]}"
+            part.mkdir()
+            pq.write_table(pa.Table.from_pandas(clean, preserve_index=False), part / "part-0.parquet", compression="zstd")
+        q = quarantine.table()
+        rows_q = q.num_rows
+        rows_kept = sum(c["rows_kept"] for c in coverage)
+        qpath = store / "quarantine" / "readings-quarantine.parquet"
+        sink = pa.BufferOutputStream()
+        pq.write_table(q, sink, compression="zstd")
+        atomic_write_bytes(qpath, sink.getvalue().to_pybytes())
+        validation = None
+        if validator is not None:
+            from energy_btgm.validation import write_results
+
+            vpath = Path(reports) / "validation" / "readings.json"
+            validation = write_results(vpath, READINGS_SUITE, results)
+            validation["result_file"] = str(vpath)
+        times = [(c["first"], c["last"]) for c in coverage]
+        manifest = {
+            "produced_by": f"energy-btgm {code_version()} ingest",
+            "config": dataclasses.asdict(cfg),
+            "sources": [{"path": str(f), "sha256": sha256_file(f), "bytes": f.stat().st_size} for f in files],
+            "counts": {"rows_in": rows_in, "rows_kept": rows_kept, "rows_quarantined": rows_q,
+                       "quarantined_by_reason": dict(sorted(quarantine.counts.items())),
+                       "exact_duplicates_dropped": quarantine.counts.get("exact_duplicate", 0),
+                       "rows_repaired_filled": rows_filled, "rows_out": rows_out,
+                       "dst_ambiguous_resolved": counts["dst_ambiguous_resolved"],
+                       "dst_nonexistent_shifted": counts["dst_nonexistent_shifted"]},
+            "balanced": rows_in == rows_kept + rows_q,
+            "meters": len(coverage),
+            "date_range": [min(a for a, _ in times), max(b for _, b in times)] if times else None,
+            "coverage": coverage,
+            "quarantine_file": str(qpath),
+            "validation": validation,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        if not manifest["balanced"]:
+            raise RuntimeError(f"row accounting broken: {rows_in} in != {rows_kept} kept + {rows_q} quarantined; please report this")
+        if validation is not None and not validation["success"]:
+            raise InputError(f"the readings failed validation suite {READINGS_SUITE} after cleaning; "
+                             f"see {validation['result_file']} for the failing expectations")
+        (out_dir / "_manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def read_manifest(store: Path) -> dict:
+    path = Path(store) / "readings" / "_manifest.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found; run `energy-btgm ingest` first")
+    return json.loads(path.read_text())

@@ -1,0 +1,105 @@
+"""Great Expectations suites for canonical readings and weekly curves, validated chunk by chunk.
+
+Suites are built in code, named with their version (``readings-v1``, ``curves-v1``) so that a
+result file says which rules it checked. Each validation returns GE's result as a JSON-ready dict;
+``Validator`` keeps one ephemeral context for a whole run (building one costs seconds).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+READINGS_SUITE = "readings-v1"
+CURVES_SUITE = "curves-v1"
+BANK_SUITE = "bank-v1"
+
+
+def _readings_expectations(gx, max_kwh: float):
+    E = gx.expectations
+    return [
+        E.ExpectTableColumnsToMatchOrderedList(column_list=["meter_id", "timestamp", "kwh", "interval_min", "filled",
+                                                            "grid_offset_min", "step_remainder_min"]),
+        E.ExpectColumnValuesToNotBeNull(column="meter_id"),
+        E.ExpectColumnValuesToNotBeNull(column="timestamp"),
+        E.ExpectColumnValuesToNotBeNull(column="kwh"),
+        E.ExpectColumnValuesToBeOfType(column="kwh", type_="float32"),
+        E.ExpectColumnValuesToBeBetween(column="kwh", min_value=0.0, max_value=max_kwh),
+        E.ExpectCompoundColumnsToBeUnique(column_list=["meter_id", "timestamp"]),
+        E.ExpectColumnValuesToBeInSet(column="interval_min", value_set=[15, 30, 60]),
+        # regular interval per meter: every timestamp on the meter's grid, every step a whole number of intervals
+        E.ExpectColumnValuesToBeInSet(column="grid_offset_min", value_set=[0]),
+        E.ExpectColumnValuesToBeInSet(column="step_remainder_min", value_set=[0]),
+    ]
+
+
+def _curves_expectations(gx, T: int):
+    E = gx.expectations
+    return [
+        E.ExpectColumnValuesToNotBeNull(column="week_start"),
+        E.ExpectColumnValuesToBeBetween(column="df", min_value=1.0 - 1e-5),
+        E.ExpectColumnValuesToBeBetween(column="admd_n_over_peak", min_value=1.0 - 1e-4, max_value=1.0 + 1e-4),
+        E.ExpectColumnValuesToBeInSet(column="curve_len", value_set=[T]),
+        E.ExpectColumnValuesToBeInSet(column="curve_finite", value_set=[True]),
+        E.ExpectColumnValuesToBeBetween(column="energy_kwh", min_value=0.0),
+    ]
+
+
+class Validator:
+    """One ephemeral GE context; ``validate(name, df)`` runs the named suite on a DataFrame."""
+
+    def __init__(self, max_kwh: float = 10.0, T: int = 336):
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.gx = gx
+        self.ctx = gx.get_context(mode="ephemeral")
+        self.ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        source = self.ctx.data_sources.add_pandas("energy_btgm")
+        self._batches = {}
+        self._suites = {}
+        for name, exps in ((READINGS_SUITE, _readings_expectations(gx, max_kwh)), (CURVES_SUITE, _curves_expectations(gx, T))):
+            suite = gx.ExpectationSuite(name=name, meta={"version": int(name.rsplit("v", 1)[1])})
+            for e in exps:
+                suite.add_expectation(e)
+            self._suites[name] = self.ctx.suites.add(suite)
+            self._batches[name] = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+
+    def validate(self, suite: str, df: pd.DataFrame) -> dict:
+        batch = self._batches[suite].get_batch(batch_parameters={"dataframe": df})
+        return batch.validate(self._suites[suite]).to_json_dict()
+
+
+def readings_frame_for_suite(df: pd.DataFrame) -> pd.DataFrame:
+    """Add the derived columns the readings suite checks (grid offset, step remainder per meter) [min]."""
+    t_min = df["timestamp"].to_numpy("datetime64[ns]").astype(np.int64) // 60_000_000_000
+    iv = df["interval_min"].to_numpy(np.int64)
+    same = np.r_[False, df["meter_id"].to_numpy()[1:] == df["meter_id"].to_numpy()[:-1]]
+    step = np.r_[0, np.diff(t_min)]
+    return df.assign(grid_offset_min=t_min % iv, step_remainder_min=np.where(same, step % iv, 0))
+
+
+def summarise(results: list[dict]) -> dict:
+    """Counts over chunk results, and the failing expectations with a sample of what they saw."""
+    failed = []
+    for r in results:
+        for e in r["results"]:
+            if not e["success"]:
+                cfg = e["expectation_config"]
+                failed.append({"expectation": cfg["type"], "kwargs": {k: v for k, v in cfg["kwargs"].items() if k != "batch_id"},
+                               "observed": {k: e["result"].get(k) for k in ("unexpected_count", "partial_unexpected_list", "observed_value")
+                                            if k in e["result"]}})
+    return {"chunks": len(results), "success": all(r["success"] for r in results),
+            "evaluated": sum(r["statistics"]["evaluated_expectations"] for r in results),
+            "unsuccessful": sum(r["statistics"]["unsuccessful_expectations"] for r in results), "failed": failed[:20]}
+
+
+def write_results(path: Path, suite: str, results: list[dict]) -> dict:
+    from energy_btgm.store import atomic_write_text
+
+    summary = summarise(results)
+    atomic_write_text(path, json.dumps({"suite": suite, "summary": summary, "results": results}, indent=1, default=str))
+    return summary
