@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(CLI) synth --store $(STORE) --households 300 --weeks 52 --seed 0 --defects --overwrite --out $(STORE)/raw/synthetic
 	$(CLI) synth --describe $(STORE)/raw/synthetic
+	$(CLI) ingest --store $(STORE) --reports $(REPORTS) --format long --tz Europe/Paris $(STORE)/raw/synthetic/readings
+	$(CLI) curves --store $(STORE) --reports $(REPORTS) --group-sizes 10 100 --draws 200 --seed 0
 
 test: $(STAMP)
 	$(PY) -m pytest -q

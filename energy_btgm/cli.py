@@ -89,6 +89,28 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_curves(args: argparse.Namespace) -> int:
+    from energy_btgm.curves import CurvesConfig, build
+
+    cfg = CurvesConfig(group_sizes=tuple(args.group_sizes), draws=args.draws, seed=args.seed, max_missing=args.max_missing)
+    try:
+        cfg.validate()
+        m = build(store_root(args.store), cfg, weather=Path(args.weather) if args.weather else None,
+                  reports=Path(args.reports), progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    print(f"household weekly curves: {m['household_weeks_kept']:,} kept, {m['household_weeks_excluded']:,} excluded "
+          f"(> {cfg.max_missing:.0%} missing or filled); {m['points_per_week']} points per week")
+    for n, g in m["groups"].items():
+        print(f"  groups of {n}: {g['rows']:,} curves over {g['weeks']} weeks; DF median {g['df_p50']:.2f}, "
+              f"ADMD median {g['admd_kw_p50']:.2f} kW, peak median {g['peak_kw_p50']:.1f} kW, p99 {g['peak_kw_p99']:.1f} kW")
+    print(f"  split by week: " + ", ".join(f"{k} {len(v)}" for k, v in m["split"].items()))
+    if m["validation"]:
+        print(f"  validation {'passed' if m['validation']['success'] else 'FAILED'} -> {m['validation']['result_file']}")
+    print(f"  curves: {store_root(args.store) / 'curves'}   ({m['seconds']} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="energy-btgm",
@@ -141,6 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-gap-h", type=float, default=2.0, help="fill gaps up to this many hours linearly (default: 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("curves", help="household and group weekly curves with diversity factor",
+                       description="Build household weekly curves (kW, Monday 00:00 local) from <store>/readings and "
+                                   "group curves of random households per week with DF and ADMD; split weeks into "
+                                   "train/validation/test; validate with Great Expectations; write <store>/curves.")
+    _add_common(p)
+    p.add_argument("--group-sizes", type=int, nargs="+", default=[10, 100], metavar="N", help="group sizes (default: 10 100)")
+    p.add_argument("--draws", type=int, default=200, metavar="R", help="random groups per week and size (default: 200)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    p.add_argument("--max-missing", type=float, default=0.10,
+                   help="exclude household-weeks with a larger share missing or filled (default: 0.10)")
+    p.add_argument("--weather", metavar="PATH", help="daily temperature Parquet (date, temp_c); default: the synthetic one if present")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_curves)
     return parser
 
 
