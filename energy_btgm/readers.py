@@ -58,7 +58,7 @@ def _header(path: Path, delimiter: str) -> list[str]:
         text = first.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(f"{path}, line 1: the header is not UTF-8 text; re-export the file as UTF-8") from None
-    return [c.strip() for c in text.rstrip("\r\n").split(delimiter)]
+    return [c.strip().strip("\"").strip() for c in text.rstrip("\r\n").split(delimiter)]
 
 
 def _require(path: Path, header: list[str], needed: list[str], delimiter: str, hint: str = "") -> None:
@@ -80,7 +80,7 @@ def _csv_batches(path: Path, delimiter: str, decimal_comma: bool, invalid: list)
         return "skip"
 
     header = _header(path, delimiter)
-    read = pcsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=True, column_names=header, skip_rows=1)
+    read = pcsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False, column_names=header, skip_rows=1)
     parse = pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid)
     convert = pcsv.ConvertOptions(column_types={c: pa.binary() for c in header}, strings_can_be_null=False,
                                   quoted_strings_can_be_null=False)

@@ -1,0 +1,108 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from energy_btgm.ingest import IngestConfig, ingest
+from energy_btgm.readers import InputError
+
+DATA = Path(__file__).parent / "data"
+
+
+def run(tmp_path, files, **kw):
+    cfg = IngestConfig(**{"tz": "Europe/Paris", **kw})
+    m = ingest([DATA / f for f in files], tmp_path / "store", cfg, reports=tmp_path / "reports", validate=False)
+    c = m["counts"]
+    assert c["rows_in"] == c["rows_kept"] + c["rows_quarantined"], c
+    q = pd.read_parquet(m["quarantine_file"])
+    assert len(q) == c["rows_quarantined"]
+    readings = pd.read_parquet(tmp_path / "store" / "readings")
+    return m, readings, q
+
+
+@pytest.mark.parametrize("name", ["formats/long.csv", "formats/long.csv.gz", "formats/long.parquet"])
+def test_long_format_csv_gzip_parquet(tmp_path, name):
+    m, r, q = run(tmp_path, [name])
+    assert m["counts"]["rows_in"] == 192 and len(q) == 0
+    assert sorted(r["meter_id"].unique()) == ["M1", "M2"]
+    assert str(r["timestamp"].dt.tz) == "Europe/Paris" and r["timestamp"].min() == pd.Timestamp("2023-01-02", tz="Europe/Paris")
+    assert (r["interval_min"] == 30).all() and r["kwh"].dtype == np.float32
+
+
+def test_lcl_datastore_layout_with_null_and_trailing_space(tmp_path):
+    m, r, q = run(tmp_path, ["formats/lcl_datastore.csv"], fmt="lcl", tz="Europe/London")
+    assert m["counts"]["rows_in"] == 192
+    assert list(q["reason"]) == ["missing_value"] and q["line"].iloc[0] == 7  # header is line 1
+    assert r["meter_id"].nunique() == 2 and r["filled"].sum() == 1  # the Null half-hour refilled
+
+
+def test_lcl_redistribution_block_layout(tmp_path):
+    m, r, q = run(tmp_path, ["formats/lcl_block_0.csv"], fmt="lcl", tz="Europe/London")
+    assert len(r) == 96 and len(q) == 0 and r["kwh"].between(0.05, 1.2).all()
+
+
+def test_uci_wide_layout_kw_to_kwh(tmp_path):
+    m, r, q = run(tmp_path, ["formats/uci_wide.txt"], fmt="wide")
+    raw = pd.read_csv(DATA / "formats/uci_wide.txt", sep=";", decimal=",", index_col=0)
+    assert sorted(r["meter_id"].unique()) == ["MT_001", "MT_002"] and (r["interval_min"] == 15).all()
+    got = r[r["meter_id"] == "MT_001"].sort_values("timestamp")["kwh"].to_numpy()
+    np.testing.assert_allclose(got, raw["MT_001"].to_numpy() * 0.25, rtol=1e-5)  # kW over 15 min -> kWh
+
+
+def test_wide_resampled_to_30min(tmp_path):
+    m, r, q = run(tmp_path, ["formats/uci_wide.txt"], fmt="wide", resolution="30min")
+    assert (r["interval_min"] == 30).all() and len(r) == 2 * 96
+    raw = pd.read_csv(DATA / "formats/uci_wide.txt", sep=";", decimal=",", index_col=0)
+    first = r[r["meter_id"] == "MT_002"].sort_values("timestamp")["kwh"].iloc[0]
+    assert first == pytest.approx((raw["MT_002"].iloc[0] + raw["MT_002"].iloc[1]) * 0.25, rel=1e-5)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("empty.csv", r"empty\.csv: the file is empty"),
+    ("wrong_delimiter.csv", r"wrong_delimiter\.csv, line 1: .*delimiter ';'"),
+    ("missing_column.csv", r"missing_column\.csv, line 1: missing column\(s\) \['kwh'\].*--value-col"),
+    ("truncated.csv.gz", r"truncated\.csv\.gz.*truncated or corrupt gzip.*re-download"),
+])
+def test_bad_files_give_clear_errors(tmp_path, name, message):
+    with pytest.raises(InputError, match=message):
+        ingest([DATA / "bad" / name], tmp_path / "store", IngestConfig(), reports=tmp_path / "r", validate=False)
+    assert not (tmp_path / "store" / "readings").exists()
+
+
+@pytest.mark.parametrize("name, reasons", [
+    ("text_value.csv", {"non_numeric_value": 1}),
+    ("non_utf8.csv", {"invalid_utf8": 1}),
+    ("negative_absurd.csv", {"negative_value": 1, "implausible_value": 1}),
+    ("conflicting_duplicates.csv", {"exact_duplicate": 1, "conflicting_duplicate": 2}),
+    ("malformed_row.csv", {"malformed_row": 1}),
+    ("resolution_change.csv", {"resolution_change": 96}),
+    ("unsorted.csv", {}),
+])
+def test_bad_rows_are_quarantined_with_reason_and_line(tmp_path, name, reasons):
+    m, r, q = run(tmp_path, [f"bad/{name}"])
+    got = q["reason"].str.split("[ :]", regex=True).str[0].value_counts().to_dict()
+    assert got == reasons
+    assert (q["line"] >= 2).all() and (q["source_file"].str.endswith(name)).all()
+    assert r.groupby("meter_id")["timestamp"].apply(lambda s: s.is_monotonic_increasing and s.is_unique).all()
+
+
+def test_text_value_line_number_points_at_the_row(tmp_path):
+    m, r, q = run(tmp_path, ["bad/text_value.csv"])
+    line = q["line"].iloc[0]
+    assert (DATA / "bad/text_value.csv").read_text().splitlines()[line - 1].endswith(",abc")
+
+
+def test_dst_fallback_hour_twice_resolved(tmp_path):
+    m, r, q = run(tmp_path, ["bad/dst_fallback.csv"], tz="Europe/London")
+    assert len(q) == 0 and m["counts"]["dst_ambiguous_resolved"] == 4
+    t = r.sort_values("timestamp")["timestamp"]
+    assert t.is_unique and (t.diff().dropna() == pd.Timedelta("30min")).all()
+    assert len(t) == 8 + 6  # 22:00..01:30 BST and 01:00..03:30 GMT, all distinct instants
+
+
+def test_validation_runs_and_writes_results(tmp_path):
+    m = ingest([DATA / "formats/long.csv"], tmp_path / "store", IngestConfig(), reports=tmp_path / "reports")
+    assert m["validation"]["success"] and Path(m["validation"]["result_file"]).exists()
+    assert (tmp_path / "store" / "readings" / "_manifest.json").exists()
+    assert m["sources"][0]["sha256"] and m["coverage"][0]["coverage"] == 1.0
