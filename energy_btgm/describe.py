@@ -15,6 +15,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from energy_btgm.curves import MONDAY0, WEEK_NS
+from energy_btgm.curves import weekly_array as curves_weekly_array
+
 # name: (low, high, description); the ranges of trials with a few hundred homes
 TARGETS = {
     "kwh_per_day_mean": (8.0, 14.0, "mean household consumption [kWh/day]"),
@@ -48,26 +51,16 @@ def weekly_array(df: pd.DataFrame):
     if getattr(ts.dt, "tz", None) is not None:
         ts = ts.dt.tz_localize(None)
     t = ts.to_numpy("datetime64[ns]").astype(np.int64)
-    order = np.sort(np.unique(t[: min(len(t), 200_000)]))
-    step = int(np.median(np.diff(order))) if len(order) > 1 else 30 * 60 * 10**9
+    sample = np.unique(t[: min(len(t), 200_000)])
+    step = int(np.median(np.diff(sample))) if len(sample) > 1 else 30 * 60 * 10**9
     step = int(pd.Timedelta(minutes=round(step / 6e10)).value)
-    week_ns = 7 * 86400 * 10**9
-    monday0 = np.datetime64("1970-01-05", "ns").astype(np.int64)  # a Monday
-    w_abs = (t - monday0) // week_ns
-    w0 = int(w_abs.min())
-    wi = (w_abs - w0).astype(np.int64)
-    T = int(week_ns // step)
-    si = ((t - monday0) % week_ns) // step
+    w_abs = (t - MONDAY0) // WEEK_NS
+    w0, n_weeks = int(w_abs.min()), int(w_abs.max() - w_abs.min()) + 1
     codes, meters = pd.factorize(df["meter_id"], sort=True)
-    M, W = len(meters), int(wi.max()) + 1
-    flat = (codes.astype(np.int64) * W + wi) * T + si
     kw = df["kwh"].to_numpy(np.float64) / (step / 3.6e12)
-    sums = np.bincount(flat, weights=kw, minlength=M * W * T)
-    counts = np.bincount(flat, minlength=M * W * T)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        arr = (sums / counts).reshape(M, W, T)
-    weeks = pd.to_datetime(monday0 + (w0 + np.arange(W)) * week_ns)
-    return arr.astype(np.float32), np.asarray(meters), weeks, step
+    arr, _, _ = curves_weekly_array(t, codes, len(meters), kw, step, w0, n_weeks)
+    weeks = pd.to_datetime(MONDAY0 + (w0 + np.arange(n_weeks)) * WEEK_NS)
+    return arr, np.asarray(meters), weeks, step
 
 
 def group_stats(arr: np.ndarray, n: int, rng: np.random.Generator, draws_per_home: int = 3):

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from energy_btgm.readers import InputError, bucket_of, read_raw
+from energy_btgm.readers import InputError, bucket_of, check_file, read_raw
 from energy_btgm.store import atomic_dir, atomic_write_bytes, code_version, sha256_file
 
 NS_MIN = 60_000_000_000
@@ -380,6 +380,8 @@ def ingest(sources: list[Path], store: Path, cfg: IngestConfig, reports: Path = 
             raise InputError(f"{s}: no such file or folder")
         else:
             files.append(s)
+    for f in files:  # file-level errors before any work
+        check_file(f, cfg.fmt, meter_col=cfg.meter_col, time_col=cfg.time_col, value_col=cfg.value_col, delimiter=cfg.delimiter)
     total_bytes = sum(f.stat().st_size for f in files)
     bytes_per_row = 6 if files[0].suffix == ".parquet" else 40
     k = max(1, math.ceil(total_bytes / bytes_per_row / BUCKET_ROWS))
@@ -402,9 +404,11 @@ def ingest(sources: list[Path], store: Path, cfg: IngestConfig, reports: Path = 
     with tempfile.TemporaryDirectory(prefix="ingest-", dir=store) as spill_dir, \
             atomic_dir(store / "readings", overwrite=True) as out_dir:
         spill = Path(spill_dir)
-        rows_in = _spill(files, cfg, spill, k, quarantine, bar)
-        if bar is not None:
-            bar.close()
+        try:
+            rows_in = _spill(files, cfg, spill, k, quarantine, bar)
+        finally:
+            if bar is not None:
+                bar.close()
         buckets = sorted(spill.glob("bucket-*.arrow"))
         it = buckets
         if progress:

@@ -125,30 +125,55 @@ def _finish(meter, ts, value, lines, invalid) -> pa.Table:
     return table if ok.all() else table.filter(pa.array(ok))
 
 
+def check_file(path: Path, fmt: str, *, meter_col: str = "meter_id", time_col: str = "timestamp",
+               value_col: str = "kwh", delimiter: str | None = None) -> tuple[list[str], tuple | None, str]:
+    """File-level checks before any row is read; returns (header, columns to take or None for wide, delimiter).
+
+    Raises InputError naming the file, the line and the fix.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty (0 bytes); expected meter readings")
+    delimiter = delimiter or (";" if fmt == "wide" else ",")
+    if path.suffix == ".parquet" or path.is_dir():
+        if fmt != "long":
+            raise InputError(f"{path}: Parquet input is read with --format long (got --format {fmt})")
+        try:
+            header = pq.ParquetFile(path).schema_arrow.names
+        except (pa.ArrowInvalid, OSError) as e:
+            raise InputError(f"{path}: not a readable Parquet file ({e}); re-export it") from None
+        _require(path, header, [meter_col, time_col, value_col], delimiter, "pass --meter-col/--time-col/--value-col to name them")
+        return header, (meter_col, time_col, value_col), delimiter
+    header = _header(path, delimiter)
+    if fmt == "long":
+        _require(path, header, [meter_col, time_col, value_col], delimiter, "pass --meter-col/--time-col/--value-col to name them")
+        return header, (meter_col, time_col, value_col), delimiter
+    if fmt == "lcl":
+        layout = next((k for k, cols in LCL_LAYOUTS.items() if all(c in header for c in cols)), None)
+        if layout is None:
+            _require(path, header, list(LCL_LAYOUTS["datastore"]), delimiter,
+                     f"an LCL file has either {list(LCL_LAYOUTS['datastore'])} (datastore) or "
+                     f"{list(LCL_LAYOUTS['redistribution'])} (per-block files)")
+        return header, LCL_LAYOUTS[layout], delimiter
+    if fmt == "wide":
+        if len(header) < 2:
+            _require(path, header, ["<timestamp>", "<meter columns>"], delimiter)
+        return header, None, delimiter
+    raise InputError(f"unknown --format {fmt!r}; use long, lcl or wide")
+
+
 def read_raw(path: Path, fmt: str, *, meter_col: str = "meter_id", time_col: str = "timestamp",
              value_col: str = "kwh", delimiter: str | None = None) -> Iterator[tuple[pa.Table, list]]:
     """Yield (raw batch, rejected rows) for one file. See the module docstring for the shapes."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: the file is empty (0 bytes); expected meter readings")
-    is_parquet = path.suffix == ".parquet" or path.is_dir()
-    if fmt == "wide":
-        delimiter = delimiter or ";"
-    delimiter = delimiter or ","
-
-    if is_parquet:
-        if fmt != "long":
-            raise InputError(f"{path}: Parquet input is read with --format long (got --format {fmt})")
-        try:
-            pf = pq.ParquetFile(path)
-        except pa.ArrowInvalid as e:
-            raise InputError(f"{path}: not a readable Parquet file ({e}); re-export it") from None
-        _require(path, pf.schema_arrow.names, [meter_col, time_col, value_col], delimiter,
-                 "pass --meter-col/--time-col/--value-col to name them")
+    header, names, delimiter = check_file(path, fmt, meter_col=meter_col, time_col=time_col, value_col=value_col,
+                                          delimiter=delimiter)
+    if path.suffix == ".parquet" or path.is_dir():
+        pf = pq.ParquetFile(path)
         offset = 1
-        for batch in pf.iter_batches(batch_size=1 << 20, columns=[meter_col, time_col, value_col]):
+        for batch in pf.iter_batches(batch_size=1 << 20, columns=list(names)):
             n = batch.num_rows
             lines = pa.array(np.arange(offset, offset + n, dtype=np.int64))
             offset += n
@@ -159,24 +184,6 @@ def read_raw(path: Path, fmt: str, *, meter_col: str = "meter_id", time_col: str
             invalid: list = []
             yield _finish(meter, batch.column(1), value, lines, invalid), invalid
         return
-
-    header = _header(path, delimiter)
-    if fmt == "long":
-        _require(path, header, [meter_col, time_col, value_col], delimiter, "pass --meter-col/--time-col/--value-col to name them")
-        names = (meter_col, time_col, value_col)
-    elif fmt == "lcl":
-        layout = next((k for k, cols in LCL_LAYOUTS.items() if all(c in header for c in cols)), None)
-        if layout is None:
-            _require(path, header, list(LCL_LAYOUTS["datastore"]), delimiter,
-                     f"an LCL file has either {list(LCL_LAYOUTS['datastore'])} (datastore) or "
-                     f"{list(LCL_LAYOUTS['redistribution'])} (per-block files)")
-        names = LCL_LAYOUTS[layout]
-    elif fmt == "wide":
-        if len(header) < 2:
-            _require(path, header, ["<timestamp>", "<meter columns>"], delimiter)
-        names = None
-    else:
-        raise InputError(f"unknown --format {fmt!r}; use long, lcl or wide")
 
     invalid: list = []
     for batch, offset in _csv_batches(path, delimiter, fmt == "wide", invalid):
