@@ -69,6 +69,7 @@ duck = f"""
 import duckdb
 con = duckdb.connect()
 con.execute("PRAGMA threads=2")
+con.execute("SET enable_progress_bar=false")
 con.execute(\"\"\"CREATE TABLE r AS SELECT DISTINCT LCLid AS meter_id, CAST(left(tstp, 19) AS TIMESTAMP) AS ts,
              "energy(kWh/hh)" AS kwh FROM read_csv('{csv}', header=true, types={{'tstp': 'VARCHAR'}})\"\"\")
 con.execute("COPY r TO '{work}/duck_readings.parquet' (FORMAT parquet, COMPRESSION zstd)")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
+import os
 import tempfile
 import time
 import zoneinfo
@@ -363,6 +363,37 @@ def _clean_bucket(df: pd.DataFrame, cfg: IngestConfig, sources: list[str], quara
     return out, coverage
 
 
+_VALIDATOR = None
+
+
+def _init_worker(validate: bool, max_kwh: float) -> None:
+    """Pool initialiser: build the GE context once per worker (it costs seconds; it overlaps pass 1)."""
+    global _VALIDATOR
+    if validate:
+        from energy_btgm.validation import Validator
+
+        _VALIDATOR = Validator(max_kwh=max_kwh)
+
+
+def _process_bucket(bucket: Path, cfg: IngestConfig, sources: list[str], out_dir: Path):
+    """Clean, validate and write one bucket. Returns (coverage, quarantine table, counts, GE result, rows, filled)."""
+    from energy_btgm.validation import READINGS_SUITE, readings_frame_for_suite
+
+    quarantine, counts = _Quarantine(), Counter()
+    with pa.memory_map(str(bucket)) as src:
+        df = ipc.open_file(src).read_all().to_pandas()
+    clean, cov = _clean_bucket(df, cfg, sources, quarantine, counts)
+    del df
+    result = None
+    if len(clean):
+        if _VALIDATOR is not None:
+            result = _VALIDATOR.validate(READINGS_SUITE, readings_frame_for_suite(clean))
+        part = out_dir / f"bucket={bucket.stem.split('-')[1]}"
+        part.mkdir()
+        pq.write_table(pa.Table.from_pandas(clean, preserve_index=False), part / "part-0.parquet", compression="zstd")
+    return cov, quarantine.table(), quarantine.counts, counts, result, len(clean), int(clean["filled"].sum()) if len(clean) else 0
+
+
 def ingest(sources: list[Path], store: Path, cfg: IngestConfig, reports: Path = Path("reports"),
            progress: bool = False, validate: bool = True) -> dict:
     """Ingest ``sources`` into ``<store>/readings`` and ``<store>/quarantine``; return the manifest."""
@@ -394,11 +425,20 @@ def ingest(sources: list[Path], store: Path, cfg: IngestConfig, reports: Path = 
         from tqdm import tqdm
 
         bar = tqdm(desc="ingest: read", unit=" rows", unit_scale=True)
-    validator = None
-    if validate:
-        from energy_btgm.validation import Validator
+    # pass 2 runs in worker processes when there are several buckets; they start now, so that their
+    # imports and GE contexts are built while pass 1 reads
+    workers = min(2, os.cpu_count() or 1, k)
+    pool = None
+    if workers > 1:
+        import concurrent.futures
+        import multiprocessing
 
-        validator = Validator(max_kwh=cfg.max_kwh_per_30min * 2)
+        pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                      initializer=_init_worker, initargs=(validate, cfg.max_kwh_per_30min * 2))
+        for _ in range(workers):
+            pool.submit(os.getpid)  # start the workers now
+    else:
+        _init_worker(validate, cfg.max_kwh_per_30min * 2)
     results, coverage = [], []
     rows_out = rows_filled = 0
     with tempfile.TemporaryDirectory(prefix="ingest-", dir=store) as spill_dir, \
@@ -410,28 +450,31 @@ def ingest(sources: list[Path], store: Path, cfg: IngestConfig, reports: Path = 
             if bar is not None:
                 bar.close()
         buckets = sorted(spill.glob("bucket-*.arrow"))
-        it = buckets
-        if progress:
-            from tqdm import tqdm
+        from energy_btgm.validation import READINGS_SUITE
 
-            it = tqdm(buckets, desc="ingest: clean+validate", unit=" bucket")
-        from energy_btgm.validation import READINGS_SUITE, readings_frame_for_suite
+        src_names = [str(f) for f in files]
+        try:
+            if pool is not None:
+                futures = [pool.submit(_process_bucket, b, cfg, src_names, out_dir) for b in buckets]
+                outcomes = (f.result() for f in futures)
+            else:
+                outcomes = (_process_bucket(b, cfg, src_names, out_dir) for b in buckets)
+            if progress:
+                from tqdm import tqdm
 
-        for b in it:
-            with pa.memory_map(str(b)) as src:
-                df = ipc.open_file(src).read_all().to_pandas()
-            clean, cov = _clean_bucket(df, cfg, [str(f) for f in files], quarantine, counts)
-            del df
-            coverage += cov
-            if not len(clean):
-                continue
-            if validator is not None:
-                results.append(validator.validate(READINGS_SUITE, readings_frame_for_suite(clean)))
-            rows_out += len(clean)
-            rows_filled += int(clean["filled"].sum())
-            part = out_dir / f"bucket={b.stem.split('-')[1]}"
-            part.mkdir()
-            pq.write_table(pa.Table.from_pandas(clean, preserve_index=False), part / "part-0.parquet", compression="zstd")
+                outcomes = tqdm(outcomes, total=len(buckets), desc="ingest: clean+validate", unit=" bucket")
+            for cov, qtable, qcounts, bcounts, result, n_out, n_filled in outcomes:
+                coverage += cov
+                quarantine.batches.append(qtable)
+                quarantine.counts.update(qcounts)
+                counts.update(bcounts)
+                if result is not None:
+                    results.append(result)
+                rows_out += n_out
+                rows_filled += n_filled
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         q = quarantine.table()
         rows_q = q.num_rows
         rows_kept = sum(c["rows_kept"] for c in coverage)
@@ -440,7 +483,7 @@ def ingest(sources: list[Path], store: Path, cfg: IngestConfig, reports: Path = 
         pq.write_table(q, sink, compression="zstd")
         atomic_write_bytes(qpath, sink.getvalue().to_pybytes())
         validation = None
-        if validator is not None:
+        if validate:
             from energy_btgm.validation import write_results
 
             vpath = Path(reports) / "validation" / "readings.json"

@@ -72,14 +72,17 @@ def _require(path: Path, header: list[str], needed: list[str], delimiter: str, h
     raise InputError(f"{path}, line 1: missing column(s) {missing}; found {header}. {hint}".strip())
 
 
-def _csv_batches(path: Path, delimiter: str, decimal_comma: bool, invalid: list) -> Iterator[tuple[pa.RecordBatch, int]]:
-    """Stream a CSV (plain or gzip) as all-binary columns; malformed rows go to ``invalid``."""
+def _csv_batches(path: Path, delimiter: str, invalid: list) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    """Stream a CSV (plain or gzip) as all-binary columns with each row's line number; malformed rows go to ``invalid``."""
+    skipped: list[int] = []
 
     def on_invalid(row):
+        skipped.append(row.number)
         invalid.append((row.number, (row.text or "")[:200], f"malformed_row: expected {row.expected_columns} fields, got {row.actual_columns}"))
         return "skip"
 
     header = _header(path, delimiter)
+    # single-threaded parsing keeps the physical line numbers of skipped rows known
     read = pcsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False, column_names=header, skip_rows=1)
     parse = pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid)
     convert = pcsv.ConvertOptions(column_types={c: pa.binary() for c in header}, strings_can_be_null=False,
@@ -88,8 +91,16 @@ def _csv_batches(path: Path, delimiter: str, decimal_comma: bool, invalid: list)
     try:
         reader = pcsv.open_csv(_open(path), read_options=read, parse_options=parse, convert_options=convert)
         for batch in reader:
-            yield batch, offset
-            offset += batch.num_rows
+            end, used = offset + batch.num_rows, []
+            for s in sorted(x for x in skipped if x is not None and x >= offset):
+                if s < end:
+                    used.append(s)
+                    end += 1
+            lines = np.arange(offset, end, dtype=np.int64)
+            if used:
+                lines = lines[~np.isin(lines, used)]
+            yield batch, lines
+            offset = end
     except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as e:
         msg = str(e).splitlines()[0][:200]
         what = "truncated or corrupt gzip" if str(path).endswith(".gz") else "unreadable CSV"
@@ -186,9 +197,9 @@ def read_raw(path: Path, fmt: str, *, meter_col: str = "meter_id", time_col: str
         return
 
     invalid: list = []
-    for batch, offset in _csv_batches(path, delimiter, fmt == "wide", invalid):
+    for batch, line_numbers in _csv_batches(path, delimiter, invalid):
         n = batch.num_rows
-        lines = pa.array(np.arange(offset, offset + n, dtype=np.int64))
+        lines = pa.array(line_numbers)
         if names is not None:
             idx = [header.index(c) for c in names]
             table = _finish(batch.column(idx[0]), batch.column(idx[1]), batch.column(idx[2]), lines, invalid)

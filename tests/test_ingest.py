@@ -106,3 +106,28 @@ def test_validation_runs_and_writes_results(tmp_path):
     assert m["validation"]["success"] and Path(m["validation"]["result_file"]).exists()
     assert (tmp_path / "store" / "readings" / "_manifest.json").exists()
     assert m["sources"][0]["sha256"] and m["coverage"][0]["coverage"] == 1.0
+
+
+def test_line_numbers_stay_right_after_a_malformed_row(tmp_path):
+    m, r, q = run(tmp_path, ["bad/malformed_row.csv"])
+    assert q["line"].tolist() == [5]
+    from energy_btgm.readers import read_raw
+
+    lines = [l for t, _ in read_raw(DATA / "bad/malformed_row.csv", "long") for l in t.column("line").to_pylist()]
+    text = (DATA / "bad/malformed_row.csv").read_text().splitlines()
+    assert 5 not in lines and lines[:5] == [2, 3, 4, 6, 7]
+    assert text[6 - 1].startswith("M1,2023-01-02 02:00:00")
+
+
+def test_readings_suite_catches_duplicates_and_off_grid(tmp_path):
+    from energy_btgm.validation import READINGS_SUITE, Validator, readings_frame_for_suite
+
+    t = pd.date_range("2023-01-02", periods=4, freq="30min", tz="Europe/Paris")
+    df = pd.DataFrame({"meter_id": "M1", "timestamp": t[[0, 1, 1, 3]], "kwh": np.float32(0.5), "interval_min": np.int16(30),
+                       "filled": False})
+    res = Validator().validate(READINGS_SUITE, readings_frame_for_suite(df))
+    failed = {e["expectation_config"]["kwargs"].get("column") for e in res["results"] if not e["success"]}
+    assert not res["success"] and "repeats_previous" in failed
+    df2 = df.assign(timestamp=t[[0, 1, 2, 3]] + pd.Timedelta("10min"))
+    res2 = Validator().validate(READINGS_SUITE, readings_frame_for_suite(df2))
+    assert {e["expectation_config"]["kwargs"].get("column") for e in res2["results"] if not e["success"]} == {"grid_offset_min"}
