@@ -131,3 +131,14 @@ def test_readings_suite_catches_duplicates_and_off_grid(tmp_path):
     df2 = df.assign(timestamp=t[[0, 1, 2, 3]] + pd.Timedelta("10min"))
     res2 = Validator().validate(READINGS_SUITE, readings_frame_for_suite(df2))
     assert {e["expectation_config"]["kwargs"].get("column") for e in res2["results"] if not e["success"]} == {"grid_offset_min"}
+
+
+def test_iso_offsets_and_date_formats_parse(tmp_path):
+    src = tmp_path / "iso.csv"
+    src.write_text("meter_id,timestamp,kwh\n"
+                   "A,2023-06-01T00:00:00+02:00,0.1\nA,2023-05-31T22:30:00Z,0.2\nA,2023-06-01 01:00:00,0.3\n"
+                   "A,not a time,0.4\n")
+    m = ingest([src], tmp_path / "s", IngestConfig(tz="Europe/Paris"), reports=tmp_path / "r", validate=False)
+    r = pd.read_parquet(tmp_path / "s" / "readings").sort_values("timestamp")
+    assert r["timestamp"].dt.strftime("%H:%M").tolist() == ["00:00", "00:30", "01:00"]
+    assert m["counts"]["quarantined_by_reason"] == {"bad_timestamp": 1}
