@@ -142,3 +142,14 @@ def test_iso_offsets_and_date_formats_parse(tmp_path):
     r = pd.read_parquet(tmp_path / "s" / "readings").sort_values("timestamp")
     assert r["timestamp"].dt.strftime("%H:%M").tolist() == ["00:00", "00:30", "01:00"]
     assert m["counts"]["quarantined_by_reason"] == {"bad_timestamp": 1}
+
+
+def test_suite_failure_after_cleaning_fails_the_run_pointing_at_results(tmp_path, monkeypatch):
+    import energy_btgm.validation as validation
+
+    strict = validation._readings_expectations
+    monkeypatch.setattr(validation, "_readings_expectations", lambda gx, max_kwh: strict(gx, 0.01))
+    with pytest.raises(InputError, match=r"failed validation suite readings-v1.*readings\.json"):
+        ingest([DATA / "formats/long.csv"], tmp_path / "store", IngestConfig(), reports=tmp_path / "reports")
+    assert (tmp_path / "reports" / "validation" / "readings.json").exists()
+    assert not (tmp_path / "store" / "readings").exists()
