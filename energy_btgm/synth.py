@@ -196,10 +196,18 @@ class _Calendar:
         self.temp_slot = self.temp_c[self.day] - 3.0 * np.cos(2 * np.pi * (self.hour - 15.0) / 24.0)
 
 
+def _add_rectangles(flat, S, hi, start, dur, kw, keep) -> None:
+    """Add ``kw`` over ``dur`` intervals from ``start`` for household ``hi`` to ``flat`` (H*S,); events not kept
+    (on vacation weeks) do not happen."""
+    hi, start, dur, kw = hi[keep], start[keep], dur[keep], kw[keep]
+    for k in range(int(dur.max(initial=0))):
+        m = (dur > k) & (start + k < S)
+        np.add.at(flat, hi[m] * S + start[m] + k, kw[m])
+
+
 def _household_load_kw(cfg: SynthConfig, cal: _Calendar, hh: pd.DataFrame, rng: np.random.Generator) -> np.ndarray:
     """Average power [kW] per household and interval, shape (H, S)."""
     H, S, D = len(hh), len(cal.hour), len(cal.dates)
-    dt_h = cfg.interval_min / 60.0
     scale = hh["scale"].to_numpy(np.float64)[:, None]  # (H, 1)
 
     # base load: fridge, standby, ventilation
@@ -246,11 +254,7 @@ def _household_load_kw(cfg: SynthConfig, cal: _Calendar, hh: pd.DataFrame, rng: 
         kw = kw_median * np.exp(rng.normal(0, kw_sigma, n)) * hh["scale"].to_numpy()[hi] ** 0.5
         dur = np.maximum(1, np.round(rng.uniform(*dur_h, n) * slots_per_h)).astype(np.int64)
         # events scheduled on vacation weeks do not happen
-        keep = ~away[hi, np.minimum(start, S - 1)]
-        hi, start, kw, dur = hi[keep], start[keep], kw[keep], dur[keep]
-        for k in range(int(dur.max(initial=0))):
-            m = (dur > k) & (start + k < S)
-            np.add.at(flat, hi[m] * S + start[m] + k, kw[m])
+        _add_rectangles(flat, S, hi, start, dur, kw, ~away[hi, np.minimum(start, S - 1)])
 
     everyone = np.ones(H)
     for (rate, (c, w, wt), (kw_med, kw_sig), dur) in EVENTS.values():
@@ -266,11 +270,7 @@ def _household_load_kw(cfg: SynthConfig, cal: _Calendar, hh: pd.DataFrame, rng: 
         start = cal.day_start[di] + np.floor(np.mod(start_h, 24) * slots_per_h).astype(np.int64)
         energy_kwh = rng.uniform(5, 20, len(hi))
         dur = np.maximum(1, np.round(energy_kwh / charger_kw[hi] * slots_per_h)).astype(np.int64)
-        keep = ~away[hi, np.minimum(start, S - 1)]
-        hi, start, dur = hi[keep], start[keep], dur[keep]
-        for k in range(int(dur.max(initial=0))):
-            m = (dur > k) & (start + k < S)
-            np.add.at(flat, hi[m] * S + start[m] + k, charger_kw[hi[m]])
+        _add_rectangles(flat, S, hi, start, dur, charger_kw[hi], ~away[hi, np.minimum(start, S - 1)])
 
     # small fast fluctuations
     load *= np.exp(rng.normal(0, 0.08, (H, S)))
