@@ -251,8 +251,9 @@ def _clean_bucket(df: pd.DataFrame, cfg: IngestConfig, sources: list[str], quara
     """Pass 2 on all rows of a set of meters. Returns (canonical readings, per-meter coverage)."""
     src_names = np.asarray(sources, dtype=object)
 
-    def reject(mask, reason):
-        idx = np.flatnonzero(mask)
+    def reject(idx, reason):
+        """Quarantine rows of the current ``df`` at positions ``idx`` (or where a full-length mask is true)."""
+        idx = np.flatnonzero(idx) if idx.dtype == bool else idx
         if len(idx):
             sub = df.iloc[idx]
             ts = pd.DatetimeIndex(sub["t"].to_numpy().astype("datetime64[ns]"), tz="UTC").tz_convert(cfg.tz).astype(str)
@@ -302,15 +303,10 @@ def _clean_bucket(df: pd.DataFrame, cfg: IngestConfig, sources: list[str], quara
             lo, hi = np.flatnonzero(changed)[[0, -1]]
             span = np.zeros(len(g), bool)
             span[lo:hi + 1] = True
-            reject_rows = g.index.to_numpy()[span]
-            rmask = np.zeros(len(df), bool)
-            rmask[reject_rows] = True
-            reject(rmask, f"resolution_change: meter {m} leaves its {native}-min interval")
+            reject(g.index.to_numpy()[span], f"resolution_change: meter {m} leaves its {native}-min interval")
             g = g[~span]
         elif changed.any():
-            rmask = np.zeros(len(df), bool)
-            rmask[g.index.to_numpy()[changed]] = True
-            reject(rmask, "off_grid_timestamp")
+            reject(g.index.to_numpy()[changed], "off_grid_timestamp")
             g = g[~changed]
         if target and target < native:
             raise InputError(f"meter {m}: its readings are {native}-min, coarser than --resolution {cfg.resolution}; "
@@ -326,9 +322,7 @@ def _clean_bucket(df: pd.DataFrame, cfg: IngestConfig, sources: list[str], quara
         missing, negative, absurd = np.isnan(val), val < 0, val > bound
         for mask, reason in ((missing, "missing_value"), (negative, "negative_value"),
                              (absurd, f"implausible_value: above {bound:g} kWh per {res} min")):
-            rmask = np.zeros(len(df), bool)
-            rmask[g.index.to_numpy()[mask]] = True
-            reject(rmask, reason)
+            reject(g.index.to_numpy()[mask], reason)
         good = ~(missing | negative | absurd)
         tm, val, rows_kept = g["t"].to_numpy()[good], val[good], int(good.sum())
         if target and target > res:  # resample to the coarser target: complete intervals only
@@ -338,9 +332,7 @@ def _clean_bucket(df: pd.DataFrame, cfg: IngestConfig, sources: list[str], quara
             sums = np.bincount(inv, weights=val)
             full = cnt == target // res
             incomplete_rows = ~full[inv]
-            rmask = np.zeros(len(df), bool)
-            rmask[g.index.to_numpy()[good][incomplete_rows]] = True
-            reject(rmask, "incomplete_interval_after_resampling")
+            reject(g.index.to_numpy()[good][incomplete_rows], "incomplete_interval_after_resampling")
             rows_kept -= int(incomplete_rows.sum())
             tm, val, res = u[full] * step, sums[full], target
         if not len(tm):
