@@ -24,6 +24,8 @@ demo: $(STAMP)
 	$(CLI) synth --describe $(STORE)/raw/synthetic
 	$(CLI) ingest --store $(STORE) --reports $(REPORTS) --format long --tz Europe/Paris $(STORE)/raw/synthetic/readings
 	$(CLI) curves --store $(STORE) --reports $(REPORTS) --group-sizes 10 100 --draws 200 --seed 0
+	$(CLI) train --store $(STORE) --reports $(REPORTS) --group-size 10 --seed 0
+	$(CLI) train --store $(STORE) --reports $(REPORTS) --group-size 100 --seed 0
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -16,6 +16,18 @@ from energy_btgm import __version__
 from energy_btgm.store import STORE_ENV, store_root
 
 
+class _TrainDefaults:
+    """Training defaults shown in --help, read lazily so that `--help` does not import torch."""
+
+    def __getattr__(self, name):
+        from energy_btgm.train import TrainConfig
+
+        return getattr(TrainConfig(), name)
+
+
+TRAIN_DEFAULTS = _TrainDefaults()
+
+
 class UsageError(Exception):
     """A bad argument: reported in one line, exit code 2."""
 
@@ -111,6 +123,46 @@ def _cmd_curves(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from energy_btgm.train import TrainConfig, TrainingError, train
+
+    cfg = TrainConfig(group_size=args.group_size, latent_dim=args.latent_dim, hidden=args.hidden, epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+    store = store_root(args.store)
+    try:
+        cfg.validate()
+        out = train(store, cfg, out=Path(args.out) if args.out else None, resume=args.resume, progress=not args.quiet,
+                    curves_dir=Path(args.curves) if args.curves else None)
+    except (ValueError, FileNotFoundError, TrainingError) as e:
+        raise UsageError(str(e)) from None
+    card = json.loads((out / "card.json").read_text())
+    print(f"model: {out}  ({card['epochs_run']} epochs, {card['train_seconds']:.0f} s; test ELBO {card['test_elbo']:.1f} nats)")
+    print("  fit on the test split (KS | q0.99 rel. err.): " + ", ".join(
+        f"{k} {card['ks'][k]:.3f} | {card['q99_rel_err'][k]:+.1%}" for k in card["ks"]))
+    print(f"  targets (KS <= 0.08 peak and energy, peak q0.99 within 5 %): {'met' if card['targets']['met'] else 'NOT met'}")
+    print(f"  model card: {out / 'card.html'}")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from energy_btgm.model import load_model
+    from energy_btgm.sample import write_samples
+    from energy_btgm.train import latest_model
+
+    store = store_root(args.store)
+    try:
+        model_dir = Path(args.model) if args.model else latest_model(store, args.group_size)
+        gen = load_model(model_dir)
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    if args.n < 1:
+        raise UsageError(f"-n must be at least 1, got {args.n}")
+    out = Path(args.out) if args.out else store / "banks" / f"samples-{model_dir.name}.parquet"
+    write_samples(gen, args.n, out, seed=args.seed)
+    print(f"wrote {args.n:,} generated curves from {model_dir} to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="energy-btgm",
@@ -177,6 +229,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weather", metavar="PATH", help="daily temperature Parquet (date, temp_c); default: the synthetic one if present")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_curves)
+
+    p = sub.add_parser("train", help="train the residual VAE of group weekly curves and write its model card",
+                       description="Train a VAE (10 residual blocks in the encoder and in the decoder) on the group curves "
+                                   "of one size; checkpoint every epoch (--resume continues a killed run); write "
+                                   "<store>/models/vae-nN with weights, config, scaler, history and a model card.")
+    _add_common(p)
+    p.add_argument("--group-size", type=int, default=10, metavar="N", help="which group curves to model (default: 10)")
+    p.add_argument("--latent-dim", type=int, default=16, help="latent dimensions (default: 16)")
+    p.add_argument("--hidden", type=int, default=TRAIN_DEFAULTS.hidden, help=f"width of the residual blocks (default: {TRAIN_DEFAULTS.hidden})")
+    p.add_argument("--epochs", type=int, default=TRAIN_DEFAULTS.epochs, metavar="E", help=f"maximum epochs (default: {TRAIN_DEFAULTS.epochs}; early stopping on the validation ELBO)")
+    p.add_argument("--batch-size", type=int, default=TRAIN_DEFAULTS.batch_size, help=f"batch size (default: {TRAIN_DEFAULTS.batch_size})")
+    p.add_argument("--lr", type=float, default=TRAIN_DEFAULTS.lr, help=f"AdamW learning rate (default: {TRAIN_DEFAULTS.lr})")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: auto)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of an interrupted run")
+    p.add_argument("--curves", metavar="PATH", help="folder holding groups-nN.parquet (default: <store>/curves)")
+    p.add_argument("--out", metavar="DIR", help="model directory (default: <store>/models/vae-nN)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("sample", help="write generated curves of a trained model as Parquet",
+                       description="Draw N latents from the prior, decode them, and write the curves with their peak, "
+                                   "energy, sum of member peaks, diversity factor, ADMD and latent log-density.")
+    _add_common(p)
+    p.add_argument("model", nargs="?", help="model directory (default: the store's model for --group-size)")
+    p.add_argument("--group-size", type=int, default=10, metavar="N", help="without MODEL: which model (default: 10)")
+    p.add_argument("-n", type=int, default=10_000, help="number of curves (default: 10000)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    p.add_argument("--out", metavar="PATH", help="output Parquet (default: <store>/banks/samples-<model>.parquet)")
+    p.set_defaults(func=_cmd_sample)
     return parser
 
 

@@ -169,6 +169,31 @@ def group_curves(hh: pd.DataFrame, n: int, cfg: CurvesConfig, rng: np.random.Gen
     return pd.concat(rows, ignore_index=True)
 
 
+def split_weeks(hh: pd.DataFrame, cfg: CurvesConfig) -> dict:
+    """Week -> train / validation / test, stratified by the week's mean household energy.
+
+    Weeks sorted by energy are cut into blocks of about 1 / (smallest held-out share) weeks (7 for
+    70/15/15); within each block a seeded shuffle gives the validation and test weeks, the rest
+    train. Held-out weeks so span the seasons instead of landing by chance in one of them.
+    """
+    energy = hh.groupby("week_start")["energy_kwh"].mean().sort_values(kind="stable")
+    weeks = energy.index.to_numpy()
+    rng = np.random.default_rng([cfg.seed, 0])
+    _, val_share, test_share = cfg.split
+    block = max(2, int(round(1 / max(min(val_share, test_share), 1e-9))))
+    n_val, n_test = int(round(val_share * block)), int(round(test_share * block))
+    split_of = {}
+    for b0 in range(0, len(weeks), block):
+        chunk = weeks[b0:b0 + block]
+        if len(chunk) < block and b0 > 0:  # the remainder trains
+            split_of.update({w: "train" for w in chunk})
+            continue
+        order = rng.permutation(len(chunk))
+        for rank, j in enumerate(order):
+            split_of[chunk[j]] = "validation" if rank < n_val else "test" if rank < n_val + n_test else "train"
+    return split_of
+
+
 def _table(df: pd.DataFrame, T: int) -> pa.Table:
     """Arrow table with the curve as fixed-size list<float32>."""
     curve = pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(df["curve"].to_numpy()).astype(np.float32)), T)
@@ -196,14 +221,7 @@ def build(store: Path, cfg: CurvesConfig, weather: Path | None = None, reports: 
         weather = default if default.exists() else None
     hh, info = household_curves(store, cfg, progress)
     T = info["points_per_week"]
-    weeks = np.array(sorted(hh["week_start"].unique()))
-    rng = np.random.default_rng([cfg.seed, 0])
-    perm = rng.permutation(len(weeks))
-    n_train = int(round(cfg.split[0] * len(weeks)))
-    n_val = int(round(cfg.split[1] * len(weeks)))
-    split_of = {}
-    for i, j in enumerate(perm):
-        split_of[weeks[j]] = "train" if i < n_train else "validation" if i < n_train + n_val else "test"
+    split_of = split_weeks(hh, cfg)
     temp = _weekly_temperature(weather)
     groups = {}
     validator = None
@@ -251,9 +269,10 @@ def build(store: Path, cfg: CurvesConfig, weather: Path | None = None, reports: 
     return manifest
 
 
-def read_groups(store: Path, n: int, split: str | None = None) -> pd.DataFrame:
-    """Group curves of size ``n`` (optionally one split); the curve column as an (N, T) array in ``.attrs``."""
-    path = Path(store) / "curves" / f"groups-n{n}.parquet"
+def read_groups(store: Path, n: int, split: str | None = None, curves_dir: Path | None = None) -> pd.DataFrame:
+    """Group curves of size ``n`` (optionally one split) from ``<store>/curves`` (or ``curves_dir``);
+    the curve column comes as an (N, T) array in ``.attrs["curves_kw"]``."""
+    path = Path(curves_dir or Path(store) / "curves") / f"groups-n{n}.parquet"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; run `energy-btgm curves --group-sizes {n}`")
     t = pq.read_table(path)

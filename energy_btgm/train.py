@@ -1,0 +1,246 @@
+"""Train the residual VAE on group weekly curves: one plain loop, resumable, deterministic on CPU.
+
+Every epoch ends with a checkpoint (model, optimizer, history, best weights) written atomically in
+``<models>/.vae-nN.training/``; ``resume=True`` continues from it and ends with the same weights as
+an uninterrupted run, because shuffling and reparameterisation noise are drawn from generators
+seeded by (seed, epoch). The finished model directory ``<models>/vae-nN/`` holds ``weights.pt``,
+``model.json`` (config, scaler, provenance), ``history.json`` and the model card.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from energy_btgm.curves import read_groups
+from energy_btgm.model import VAE, Scaler, VAEConfig, save_model
+from energy_btgm.store import atomic_write_bytes, code_version, sha256_file
+
+MIN_TRAIN_CURVES = 64
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (diverged, bad data); the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    group_size: int = 10
+    latent_dim: int = 16
+    hidden: int = 128
+    blocks: int = 10
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    kl_warmup_epochs: int = 15  # KL weight rises linearly from 0 to 1
+    patience: int = 15  # early stopping on the validation ELBO
+    seed: int = 0
+    device: str = "auto"
+
+    def validate(self) -> None:
+        for name in ("group_size", "latent_dim", "hidden", "blocks", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+
+
+def kl_weight(epoch: int, warmup: int) -> float:
+    """Linear KL warm-up: 1/warmup at epoch 0, 1 from epoch warmup-1 on."""
+    return 1.0 if warmup <= 1 else min(1.0, (epoch + 1) / warmup)
+
+
+def features(df) -> np.ndarray:
+    """(N, T + 1) float32: the curve [kW] then the sum of member weekly peaks [kW]."""
+    X = df.attrs["curves_kw"]
+    return np.concatenate([X, df["sum_member_peaks_kw"].to_numpy()[:, None]], axis=1).astype(np.float32)
+
+
+def load_splits(store: Path, n: int, curves_dir: Path | None = None) -> dict[str, np.ndarray]:
+    """Train / validation / test feature arrays; raises on too little data or NaN."""
+    df = read_groups(store, n, curves_dir=curves_dir)
+    path = Path(curves_dir or Path(store) / "curves") / f"groups-n{n}.parquet"
+    out = {}
+    for split in ("train", "validation", "test"):
+        part = df[df["split"] == split]
+        part.attrs["curves_kw"] = df.attrs["curves_kw"][(df["split"] == split).to_numpy()]
+        out[split] = features(part)
+        bad = ~np.isfinite(out[split]).all(1)
+        if bad.any():
+            raise ValueError(f"{path}: {int(bad.sum())} {split} curve(s) hold NaN or inf (first at row "
+                             f"{int(np.flatnonzero(bad)[0])}); rebuild them with `energy-btgm curves`")
+    if len(out["train"]) < MIN_TRAIN_CURVES or len(out["validation"]) == 0:
+        raise ValueError(f"{path}: {len(out['train'])} training and {len(out['validation'])} validation curves; need at "
+                         f"least {MIN_TRAIN_CURVES} and 1 - ingest more weeks or raise --draws in `energy-btgm curves`")
+    return out
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device here; use --device cpu or auto")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def neg_elbo(model: VAE, x: torch.Tensor, seed: int, batch: int = 4096) -> float:
+    """Mean negative ELBO [nats per curve] with KL weight 1, noise from a fixed seed."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for i in range(0, len(x), batch):
+        loss, _, _ = model.loss(x[i:i + batch], 1.0, generator=g)
+        total += float(loss) * len(x[i:i + batch])
+    return total / len(x)
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def train(store: Path, cfg: TrainConfig, out: Path | None = None, resume: bool = False, progress: bool = False,
+          reports: Path = Path("reports"), stop_after_epoch: int | None = None, card: bool = True,
+          curves_dir: Path | None = None) -> Path:
+    """Train, write the model directory and its card, and return its path.
+
+    ``stop_after_epoch`` (for tests) stops as a killed run would, right after that epoch's checkpoint.
+    """
+    cfg.validate()
+    store = Path(store)
+    curves_file = Path(curves_dir or store / "curves") / f"groups-n{cfg.group_size}.parquet"
+    data = load_splits(store, cfg.group_size, curves_dir)
+    out = Path(out) if out else store / "models" / f"vae-n{cfg.group_size}"
+    work = out.with_name(f".{out.name}.training")
+    ckpt_path = work / "checkpoint.pt"
+    device = _device(cfg.device)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    scaler = Scaler.fit(data["train"])
+    x_train = torch.as_tensor(scaler.transform(data["train"]), device=device)
+    x_val = torch.as_tensor(scaler.transform(data["validation"]), device=device)
+    x_test = torch.as_tensor(scaler.transform(data["test"]), device=device) if len(data["test"]) else x_val
+
+    torch.manual_seed(cfg.seed)
+    vcfg = VAEConfig(n_features=x_train.shape[1], latent_dim=cfg.latent_dim, hidden=cfg.hidden, blocks=cfg.blocks)
+    model = VAE(vcfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = {"epoch": 0, "history": [], "best_val": math.inf, "best_state": None, "bad_epochs": 0, "seconds": 0.0}
+    checksum = sha256_file(curves_file)
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, weights_only=False)
+        mismatch = {k: (v, dataclasses.asdict(cfg)[k]) for k, v in ck["config"].items()
+                    if k not in ("epochs", "device") and dataclasses.asdict(cfg).get(k) != v}
+        if mismatch or ck["curves_sha256"] != checksum:
+            what = ", ".join(f"{k}: checkpoint {a} vs now {b}" for k, (a, b) in mismatch.items()) or "the curves changed"
+            raise ValueError(f"{ckpt_path} was made with another configuration ({what}); rerun without --resume to start over")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        state = ck["state"]
+    elif work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+
+    n = len(x_train)
+    epochs = range(state["epoch"], cfg.epochs)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=f"train vae-n{cfg.group_size}", unit=" epoch")
+    try:
+        for epoch in epochs:
+            t0 = time.perf_counter()
+            model.train()
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            perm = torch.randperm(n, generator=g)
+            beta = kl_weight(epoch, cfg.kl_warmup_epochs)
+            sums = np.zeros(3)
+            for i in range(0, n, cfg.batch_size):
+                xb = x_train[perm[i:i + cfg.batch_size]]
+                loss, nll, kl = model.loss(xb, beta, generator=g)
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"the loss diverged (value {float(loss)}) at epoch {epoch + 1}; the last good "
+                                        f"checkpoint is kept in {ckpt_path}; lower --lr and rerun without --resume")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+                opt.step()
+                sums += np.array([loss.item(), nll.item(), kl.item()]) * len(xb)
+            val = neg_elbo(model, x_val, seed=cfg.seed + 17)
+            train_loss, train_nll, train_kl = sums / n
+            state["seconds"] += time.perf_counter() - t0
+            state["history"].append({"epoch": epoch + 1, "kl_weight": beta, "train_loss": train_loss, "train_nll": train_nll,
+                                     "train_kl": train_kl, "val_neg_elbo": val, "seconds": state["seconds"]})
+            # early stopping counts only once the KL weight is 1 (the ELBO is comparable from then on)
+            if beta >= 1.0 and val < state["best_val"]:
+                state["best_val"], state["bad_epochs"] = val, 0
+                state["best_state"] = copy.deepcopy(model.state_dict())
+            elif beta >= 1.0:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch + 1
+            _save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
+                                         "config": dataclasses.asdict(cfg), "curves_sha256": checksum})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{train_loss:.1f}", kl=f"{train_kl:.1f}", val=f"{val:.1f}")
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+                raise KeyboardInterrupt(f"stopped after epoch {epoch + 1} (test hook)")
+            if state["bad_epochs"] >= cfg.patience:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+
+    if state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
+    test_elbo = -neg_elbo(model, x_test, seed=cfg.seed + 23)
+    meta = {
+        "produced_by": f"energy-btgm {code_version()} train",
+        "train_config": dataclasses.asdict(cfg),
+        "curves_file": str(curves_file), "curves_sha256": checksum,
+        "points_per_week": int(x_train.shape[1] - 1), "group_size": cfg.group_size,
+        "n_curves": {k: int(len(v)) for k, v in data.items()},
+        "epochs_run": state["epoch"], "best_val_neg_elbo": state["best_val"], "test_elbo": test_elbo,
+        "train_seconds": round(state["seconds"], 1), "device": str(device), "torch": torch.__version__,
+    }
+    model = model.cpu()
+    save_model(work, model, scaler, meta)
+    (work / "history.json").write_text(json.dumps(state["history"], indent=1))
+    if card:
+        from energy_btgm.card import write_card
+
+        write_card(work, data)
+    os.remove(ckpt_path)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        work.rename(out)
+        shutil.rmtree(old)
+    else:
+        work.rename(out)
+    return out
+
+
+def latest_model(store: Path, group_size: int) -> Path:
+    """The model directory for a group size in the store (``models/vae-nN``), or a clear error."""
+    path = Path(store) / "models" / f"vae-n{group_size}"
+    if not (path / "model.json").exists():
+        raise FileNotFoundError(f"no trained model for groups of {group_size} under {Path(store) / 'models'}; "
+                                f"run `energy-btgm train --group-size {group_size}`")
+    return path

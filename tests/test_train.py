@@ -1,0 +1,128 @@
+import json
+import subprocess
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from energy_btgm.curves import CurvesConfig, build
+from energy_btgm.ingest import IngestConfig, ingest
+from energy_btgm.model import load_model
+from energy_btgm.synth import SynthConfig, generate
+from energy_btgm.train import TrainConfig, TrainingError, train
+
+TINY = dict(group_size=10, latent_dim=4, hidden=16, epochs=4, batch_size=32, kl_warmup_epochs=2, patience=50)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Group curves of 10 from 30 synthetic households over 4 weeks (80 training curves)."""
+    root = tmp_path_factory.mktemp("train")
+    s = root / "store"
+    generate(SynthConfig(households=30, start="2023-01-02", weeks=4, seed=2), s / "raw" / "synthetic")
+    ingest([s / "raw" / "synthetic" / "readings"], s, IngestConfig(), reports=root / "reports", validate=False)
+    build(s, CurvesConfig(group_sizes=(10,), draws=40, seed=0), reports=root / "reports", validate=False)
+    return s
+
+
+def weights(path):
+    return torch.load(path / "weights.pt", weights_only=True)
+
+
+def test_killed_run_resumes_to_the_same_weights(store, tmp_path):
+    full = train(store, TrainConfig(**TINY), out=tmp_path / "full", card=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(store, TrainConfig(**TINY), out=tmp_path / "resumed", card=False, stop_after_epoch=2)
+    assert (tmp_path / ".resumed.training" / "checkpoint.pt").exists() and not (tmp_path / "resumed").exists()
+    resumed = train(store, TrainConfig(**TINY), out=tmp_path / "resumed", card=False, resume=True)
+    a, b = weights(full), weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    h = json.loads((resumed / "history.json").read_text())
+    assert [e["epoch"] for e in h] == [1, 2, 3, 4]
+    other = train(store, TrainConfig(**{**TINY, "seed": 1}), out=tmp_path / "other", card=False)
+    assert not torch.equal(weights(other)["obs_logvar"], a["obs_logvar"])
+
+
+def test_model_directory_and_card(store, tmp_path):
+    out = train(store, TrainConfig(**TINY), out=tmp_path / "m")
+    for f in ("weights.pt", "model.json", "history.json", "card.json", "card.html"):
+        assert (out / f).exists(), f
+    card = json.loads((out / "card.json").read_text())
+    names = {"weekly-peak", "wednesday-gap", "mae-flatness", "weekly-energy", "diversity-factor"}
+    assert set(card["ks"]) == names and set(card["q99_rel_err"]) == names
+    assert all(0 <= v <= 1 for v in card["ks"].values()) and np.isfinite(card["test_elbo"])
+    page = (out / "card.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "Model card" in page
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["curves_sha256"] and meta["train_config"]["seed"] == 0 and meta["scaler"]["mean"]
+    gen = load_model(out)
+    curves, peaks, z = gen.sample(7, seed=3)
+    assert curves.shape == (7, 336) and peaks.shape == (7,) and z.shape == (7, 4)
+
+
+def test_load_errors_name_the_problem(store, tmp_path):
+    out = train(store, TrainConfig(**TINY), out=tmp_path / "m", card=False)
+    (out / "weights.pt").rename(out / "w.bak")
+    with pytest.raises(FileNotFoundError, match="weights.pt is missing"):
+        load_model(out)
+    (out / "w.bak").rename(out / "weights.pt")
+    doc = json.loads((out / "model.json").read_text())
+    doc["vae_config"]["hidden"] = 32
+    (out / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="does not match the config"):
+        load_model(out)
+    with pytest.raises(FileNotFoundError, match="energy-btgm train"):
+        load_model(tmp_path / "nope")
+
+
+def test_diverging_loss_stops_with_last_good_checkpoint(store, tmp_path, monkeypatch):
+    from energy_btgm import model as model_mod
+
+    real_loss, calls = model_mod.VAE.loss, {"n": 0}
+
+    def flaky(self, x, kl_weight=1.0, generator=None):
+        calls["n"] += 1
+        loss, nll, kl = real_loss(self, x, kl_weight, generator)
+        return (loss * float("nan"), nll, kl) if self.training and calls["n"] > 12 else (loss, nll, kl)
+
+    monkeypatch.setattr(model_mod.VAE, "loss", flaky)
+    with pytest.raises(TrainingError, match="diverged.*last good checkpoint"):
+        train(store, TrainConfig(**TINY), out=tmp_path / "d", card=False)
+    ck = torch.load(tmp_path / ".d.training" / "checkpoint.pt", weights_only=False)
+    assert ck["state"]["epoch"] >= 1 and not (tmp_path / "d").exists()
+
+
+def test_bad_curves_are_clear_errors(store, tmp_path):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = pq.read_table(store / "curves" / "groups-n10.parquet")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    col = t.column("sum_member_peaks_kw").to_numpy().copy()
+    col[5] = np.nan
+    pq.write_table(t.set_column(t.schema.get_field_index("sum_member_peaks_kw"), "sum_member_peaks_kw", pa.array(col)),
+                   bad / "groups-n10.parquet")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        train(store, TrainConfig(**TINY), out=tmp_path / "x", curves_dir=bad)
+    small = tmp_path / "small"
+    small.mkdir()
+    pq.write_table(t.filter(pc.less(t.column("draw"), 3)), small / "groups-n10.parquet")
+    with pytest.raises(ValueError, match="need at least 64"):
+        train(store, TrainConfig(**TINY), out=tmp_path / "x", curves_dir=small)
+
+
+def test_sample_cli_writes_bank_columns(store, tmp_path, cli_exe):
+    train(store, TrainConfig(**TINY), card=False)
+    out = tmp_path / "s.parquet"
+    r = subprocess.run([cli_exe, "sample", "--store", str(store), "-n", "50", "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    t = pq.read_table(out)
+    assert t.num_rows == 50 and t.schema.field("load_kw").type.list_size == 336
+    for c in ("scenario_id", "peak_kw", "energy_kwh", "sum_member_peaks_kw", "df", "admd_kw", "log_p", "weekly_peak"):
+        assert c in t.column_names
+    assert b"model_sha256" in t.schema.metadata
+    np.testing.assert_allclose(t.column("peak_kw").to_numpy(), np.stack(t.column("load_kw").to_numpy(zero_copy_only=False)).max(1), rtol=1e-6)
+    r = subprocess.run([cli_exe, "sample", "--store", str(tmp_path / "empty")], capture_output=True, text=True)
+    assert r.returncode == 2 and "energy-btgm train --group-size 10" in r.stderr
