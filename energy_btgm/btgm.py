@@ -1,0 +1,221 @@
+"""Boltzmann Tuning of Generative Models in latent space (DESIGN.md §1; paper section 3, appendices A–C).
+
+The decoder is frozen; a normalizing flow ``g`` (zuko's masked autoregressive flow, used in the
+inverse-autoregressive direction so that sampling is one pass) maps ``ẑ ~ N(0, I)`` to ``z = g(ẑ)``
+and is trained to maximise ``E[β·f̃(z) + log N(z; 0, I) + log|det J_g(ẑ)|]`` (Eq. 9), where ``f̃``
+is the criterion normalised under p (mean 0, variance 1). Exact per-sample densities:
+``log q(z) = log N(ẑ) − log|det J_g(ẑ)|``, ``log p(z) = log N(z)``, so KL(q‖p) is estimated without
+bias and each sample carries the importance weight ``p(z)/q(z)``.
+
+β is searched (Algorithm 1) by safeguarded Newton steps on KL(β), whose derivatives are moments of
+f̃ under q_β: ``dKL/dβ = β·Var(f)``, ``d²KL/dβ² = Var(f) + β·E[(f − Ef)³]`` (Eq. 5–6).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def log_normal(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) per row. z: (B, Z) -> (B,)."""
+    return -0.5 * (z ** 2).sum(-1) - z.shape[-1] * HALF_LOG_2PI
+
+
+class LatentFlow(nn.Module):
+    """z = g(ẑ), an invertible map of R^Z with exact log-determinant, the identity at initialisation."""
+
+    def __init__(self, dim: int, transforms: int = 6, hidden: int = 128):
+        super().__init__()
+        import zuko
+
+        self.dim = dim
+        self.maf = zuko.flows.MAF(dim, transforms=transforms, hidden_features=[hidden, hidden])
+        for t in self.maf.transform.transforms:  # zero the last layer of each conditioner: exact identity
+            last = t.hyper[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def forward(self, zhat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z, log|det J_g(ẑ)|) for ẑ (B, Z)."""
+        return self.maf.transform().call_and_ladj(zhat)
+
+    def sample(self, n: int, generator: torch.Generator | None = None):
+        """(z (n, Z), log q(z) (n,), log p(z) (n,))."""
+        zhat = torch.randn(n, self.dim, generator=generator)
+        z, ladj = self(zhat)
+        return z, log_normal(zhat) - ladj, log_normal(z)
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneConfig:
+    """Flow and optimisation settings of one β stage, and of the β search."""
+
+    transforms: int = 6
+    hidden: int = 128
+    steps: int = 400  # gradient steps per β stage
+    batch: int = 512
+    lr: float = 3e-3  # decays linearly to lr/10 within each stage
+    n_norm: int = 20_000  # samples of p to normalise the criterion
+    n_eval: int = 20_000  # samples of q to estimate KL and moments
+    max_iter: int = 8  # β search iterations
+    tol: float = 0.02  # relative tolerance on the target KL
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class Normaliser:
+    """f̃ = (f − mean) / std with moments under p."""
+
+    mean: float
+    std: float
+
+    def __call__(self, f: torch.Tensor) -> torch.Tensor:
+        return (f - self.mean) / self.std
+
+
+def normaliser(f_latent: Callable, dim: int, n: int, seed: int) -> Normaliser:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        f = torch.cat([f_latent(torch.randn(min(8192, n - i), dim, generator=g)) for i in range(0, n, 8192)])
+    std = float(f.std())
+    if not math.isfinite(std) or std == 0:
+        raise ValueError("the criterion is constant or not finite under p; it cannot be tuned")
+    return Normaliser(float(f.mean()), std)
+
+
+def train_stage(flow: LatentFlow, f_tilde: Callable, beta: float, cfg: TuneConfig, seed: int) -> list[float]:
+    """Maximise Eq. 9 at fixed β by stochastic gradient; returns the loss per step."""
+    opt = torch.optim.Adam(flow.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - 0.9 * s / max(1, cfg.steps))
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(cfg.steps):
+        zhat = torch.randn(cfg.batch, flow.dim, generator=g)  # (B, Z)
+        z, ladj = flow(zhat)
+        loss = -(beta * f_tilde(z) + log_normal(z) + ladj).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss))
+    return losses
+
+
+@torch.no_grad()
+def evaluate(flow: LatentFlow, f_tilde: Callable, n: int, seed: int) -> dict:
+    """KL(q‖p), E_q f̃ and the central moments of f̃ under q, from n samples of q."""
+    g = torch.Generator().manual_seed(seed)
+    kl, f_all = [], []
+    for i in range(0, n, 8192):
+        z, log_q, log_p = flow.sample(min(8192, n - i), generator=g)
+        kl.append(log_q - log_p)
+        f_all.append(f_tilde(z))
+    kl, f = torch.cat(kl).double(), torch.cat(f_all).double()
+    c = f - f.mean()
+    return {"kl": float(kl.mean()), "kl_se": float(kl.std() / math.sqrt(n)), "mean_f": float(f.mean()),
+            "var_f": float((c ** 2).mean()), "m3_f": float((c ** 3).mean())}
+
+
+def theory_from_p(f_p: np.ndarray, betas: np.ndarray) -> dict:
+    """Eq. 29–31 from samples f_i ~ p (normalised f): E_qβ f, KL(qβ‖p) and the ESS of weights e^{βf}."""
+    from scipy.special import logsumexp
+
+    f_p = np.asarray(f_p, np.float64)
+    n = len(f_p)
+    out = {"beta": [], "mean_f": [], "kl": [], "ess": []}
+    for b in np.atleast_1d(betas):
+        lw = b * f_p
+        log_z = logsumexp(lw) - math.log(n)
+        w = np.exp(lw - logsumexp(lw))
+        mean_f = float((w * f_p).sum())
+        out["beta"].append(float(b))
+        out["mean_f"].append(mean_f)
+        out["kl"].append(float(b * mean_f - log_z))
+        out["ess"].append(float(1.0 / (w ** 2).sum()))
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def newton_step(beta: float, kl: float, var: float, m3: float, target: float) -> float:
+    """Solve KL + β·Var·Δ + ½(Var + β·m3)·Δ² = target for the smallest |Δ|; fall back to the linear step."""
+    a, b, c = 0.5 * (var + beta * m3), beta * var, kl - target
+    if b <= 1e-12:  # at β = 0 the slope vanishes: KL ≈ ½ Var β²
+        return math.sqrt(max(0.0, 2 * (target - kl) / max(var, 1e-12)))
+    if abs(a) > 1e-12:
+        disc = b * b - 4 * a * c
+        if disc >= 0:
+            roots = [(-b + s * math.sqrt(disc)) / (2 * a) for s in (1, -1)]
+            return min(roots, key=abs)
+    return -c / b
+
+
+@dataclasses.dataclass
+class TuneResult:
+    flow: LatentFlow
+    normaliser: Normaliser
+    beta: float
+    kl: float
+    mean_f_tilde: float
+    path: list[dict]
+    converged: bool
+    seconds: float
+
+
+def tune(f_latent: Callable[[torch.Tensor], torch.Tensor], dim: int, target_kl: float,
+         cfg: TuneConfig = TuneConfig(), progress: Callable[[dict], None] | None = None) -> TuneResult:
+    """Search β and train the flow so that KL(q_β‖p) hits ``target_kl`` within ``cfg.tol``.
+
+    ``f_latent`` maps latents (B, Z) to the criterion to maximise (B,), differentiably.
+    """
+    if target_kl <= 0:
+        raise ValueError(f"the target KL must be positive, got {target_kl}")
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    norm = normaliser(f_latent, dim, cfg.n_norm, cfg.seed)
+
+    def f_tilde(z):
+        return norm(f_latent(z))
+
+    # first β from the theory curve on samples of p (fine where its ESS holds; Newton corrects the rest)
+    g = torch.Generator().manual_seed(cfg.seed + 1)
+    with torch.no_grad():
+        f_p = f_tilde(torch.randn(cfg.n_norm, dim, generator=g)).numpy()
+    grid = np.linspace(0.05, 6.0, 120)
+    th = theory_from_p(f_p, grid)
+    beta = float(np.interp(target_kl, th["kl"], grid)) if th["kl"].max() >= target_kl else math.sqrt(2 * target_kl)
+    lo, hi = 0.0, math.inf
+    flow = LatentFlow(dim, cfg.transforms, cfg.hidden)
+    path, converged = [], False
+    for it in range(cfg.max_iter):
+        train_stage(flow, f_tilde, beta, cfg, seed=cfg.seed * 7919 + it)
+        ev = evaluate(flow, f_tilde, cfg.n_eval, seed=cfg.seed + 1000 + it)
+        ev.update(iteration=it + 1, beta=beta, seconds=time.perf_counter() - t0)
+        path.append(ev)
+        if progress:
+            progress(ev)
+        if abs(ev["kl"] - target_kl) <= cfg.tol * target_kl:
+            converged = True
+            break
+        if ev["kl"] < target_kl:
+            lo = max(lo, beta)
+        else:
+            hi = min(hi, beta)
+        step = newton_step(beta, ev["kl"], ev["var_f"], ev["m3_f"], target_kl)
+        new = beta + float(np.clip(step, -0.5 * beta, beta))  # at most doubles or halves
+        if not lo < new < hi:  # outside the bracket: bisect (or expand)
+            new = 0.5 * (lo + hi) if math.isfinite(hi) else 2 * max(beta, lo)
+        beta = new
+    if not converged:
+        warnings.warn(f"β search stopped after {cfg.max_iter} iterations at KL {path[-1]['kl']:.3f} "
+                      f"(target {target_kl:.3f} ± {cfg.tol:.0%}); raise max_iter or steps", RuntimeWarning, stacklevel=2)
+    last = path[-1]
+    return TuneResult(flow, norm, last["beta"], last["kl"], last["mean_f"], path, converged, time.perf_counter() - t0)

@@ -1,0 +1,89 @@
+"""BTGM against closed forms: identity decoder, p = N(0, I) in 8 dimensions."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from energy_btgm.btgm import LatentFlow, Normaliser, TuneConfig, evaluate, newton_step, theory_from_p, train_stage, tune
+
+DIM = 8
+A = torch.tensor([1.0, -2.0, 0.5, 0.0, 1.5, 0.0, -1.0, 0.3])
+FAST = TuneConfig(transforms=3, hidden=64, steps=300, batch=512, n_norm=20_000, n_eval=20_000, max_iter=8)
+
+
+def linear(z):
+    return z @ A
+
+
+def test_flow_starts_as_identity_with_zero_logdet():
+    flow = LatentFlow(DIM, transforms=3, hidden=32)
+    zhat = torch.randn(16, DIM)
+    z, ladj = flow(zhat)
+    assert torch.allclose(z, zhat, atol=1e-6) and torch.allclose(ladj, torch.zeros(16), atol=1e-6)
+
+
+def test_flow_logdet_matches_autograd_jacobian():
+    torch.manual_seed(0)
+    flow = LatentFlow(4, transforms=2, hidden=16)
+    for p in flow.parameters():
+        p.data.normal_(0, 0.1)
+    x = torch.randn(4)
+    J = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], x)
+    _, ladj = flow(x[None])
+    assert float(ladj) == pytest.approx(float(torch.linalg.slogdet(J)[1]), abs=1e-4)
+
+
+def test_linear_criterion_search_hits_top_1_percent():
+    """f(z) = a·z: q_β = N(βa, I), KL = β²‖a‖²/2. Target KL = −log 0.01."""
+    target = -math.log(0.01)
+    res = tune(linear, DIM, target, FAST)
+    assert res.converged and abs(res.kl - target) <= 0.02 * target
+    beta = res.beta / res.normaliser.std  # β on the scale of f
+    exact_kl = 0.5 * beta ** 2 * float(A @ A)
+    with torch.no_grad():
+        z, log_q, log_p = res.flow.sample(20_000, generator=torch.Generator().manual_seed(5))
+    mean = z.mean(0)
+    assert float((mean - beta * A).norm()) <= 0.05 * float((beta * A).norm())
+    assert float((log_q - log_p).mean()) == pytest.approx(exact_kl, rel=0.03)
+    assert len(res.path) >= 1 and all("beta" in p for p in res.path)
+
+
+def test_quadratic_criterion_tilt_is_gaussian():
+    """f(z) = −‖z − m‖²/2: q_β = N(βm/(1+β), I/(1+β)) per dimension."""
+    m = torch.linspace(-1, 1, DIM)
+
+    def f(z):
+        return -0.5 * ((z - m) ** 2).sum(-1)
+
+    norm = Normaliser(0.0, 1.0)
+    flow = LatentFlow(DIM, transforms=3, hidden=64)
+    beta = 1.5
+    train_stage(flow, f, beta, TuneConfig(steps=600, batch=512), seed=0)
+    with torch.no_grad():
+        z, log_q, log_p = flow.sample(40_000, generator=torch.Generator().manual_seed(1))
+    mean_exact, var_exact = beta * m / (1 + beta), 1 / (1 + beta)
+    assert torch.allclose(z.mean(0), mean_exact, atol=0.05)
+    assert torch.allclose(z.var(0), torch.full((DIM,), var_exact), atol=0.05)
+    kl_exact = 0.5 * DIM * (var_exact - 1 - math.log(var_exact)) + 0.5 * float((mean_exact ** 2).sum())
+    assert float((log_q - log_p).mean()) == pytest.approx(kl_exact, rel=0.05)
+    ev = evaluate(flow, lambda v: norm(f(v)), 20_000, seed=2)
+    assert ev["kl"] == pytest.approx(kl_exact, rel=0.05)
+
+
+def test_theory_curves_match_closed_form():
+    """For f ~ N(0, 1) under p: E_qβ f = β, KL = β²/2."""
+    f = np.random.default_rng(0).standard_normal(400_000)
+    th = theory_from_p(f, np.array([0.5, 1.0, 2.0]))
+    np.testing.assert_allclose(th["mean_f"], [0.5, 1.0, 2.0], atol=0.03)
+    np.testing.assert_allclose(th["kl"], [0.125, 0.5, 2.0], rtol=0.05)
+    assert th["ess"][0] > th["ess"][2] > 1000  # the ESS collapses as β grows
+
+
+def test_newton_step_on_exact_quadratic():
+    # Gaussian f: KL(β) = β²/2, Var = 1, m3 = 0: one step from anywhere lands on the target
+    beta, target = 1.0, 4.61
+    step = newton_step(beta, 0.5 * beta ** 2, 1.0, 0.0, target)
+    assert 0.5 * (beta + step) ** 2 == pytest.approx(target, rel=1e-9)
+    assert newton_step(0.0, 0.0, 1.0, 0.0, 2.0) == pytest.approx(2.0)
