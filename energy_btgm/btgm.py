@@ -93,8 +93,8 @@ def normaliser(f_latent: Callable, dim: int, n: int, seed: int) -> Normaliser:
     return Normaliser(float(f.mean()), std)
 
 
-def train_stage(flow: LatentFlow, f_tilde: Callable, beta: float, cfg: TuneConfig, seed: int) -> list[float]:
-    """Maximise Eq. 9 at fixed β by stochastic gradient; returns the loss per step."""
+def train_stage(flow: LatentFlow, f_tilde: Callable, beta: float, cfg: TuneConfig, seed: int) -> list[tuple[float, float]]:
+    """Maximise Eq. 9 at fixed β by stochastic gradient; returns (loss, batch KL estimate) per step."""
     opt = torch.optim.Adam(flow.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - 0.9 * s / max(1, cfg.steps))
     g = torch.Generator().manual_seed(seed)
@@ -102,12 +102,13 @@ def train_stage(flow: LatentFlow, f_tilde: Callable, beta: float, cfg: TuneConfi
     for _ in range(cfg.steps):
         zhat = torch.randn(cfg.batch, flow.dim, generator=g)  # (B, Z)
         z, ladj = flow(zhat)
-        loss = -(beta * f_tilde(z) + log_normal(z) + ladj).mean()
+        log_p = log_normal(z)
+        loss = -(beta * f_tilde(z) + log_p + ladj).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append((loss.item(), (log_normal(zhat) - ladj - log_p).mean().item()))  # (loss, batch KL)
     return losses
 
 
@@ -158,6 +159,14 @@ def newton_step(beta: float, kl: float, var: float, m3: float, target: float) ->
     return -c / b
 
 
+def _halley_mean(mean: float, var: float, m3: float, target: float) -> float:
+    """Second-order step on E f(β): mean + Var·Δ + ½ m3·Δ² = target (smallest root; else linear)."""
+    a, b, c = 0.5 * m3, max(var, 1e-12), mean - target
+    if abs(a) > 1e-12 and b * b - 4 * a * c >= 0:
+        return min(((-b + s * math.sqrt(b * b - 4 * a * c)) / (2 * a) for s in (1, -1)), key=abs)
+    return -c / b
+
+
 @dataclasses.dataclass
 class TuneResult:
     flow: LatentFlow
@@ -170,13 +179,17 @@ class TuneResult:
     seconds: float
 
 
-def tune(f_latent: Callable[[torch.Tensor], torch.Tensor], dim: int, target_kl: float,
-         cfg: TuneConfig = TuneConfig(), progress: Callable[[dict], None] | None = None) -> TuneResult:
-    """Search β and train the flow so that KL(q_β‖p) hits ``target_kl`` within ``cfg.tol``.
+def tune(f_latent: Callable[[torch.Tensor], torch.Tensor], dim: int, target_kl: float | None = None,
+         cfg: TuneConfig = TuneConfig(), progress: Callable[[dict], None] | None = None,
+         target_mean: float | None = None) -> TuneResult:
+    """Search β and train the flow so that KL(q_β‖p) hits ``target_kl`` (or E_q f hits ``target_mean``,
+    in the units of ``f_latent``) within ``cfg.tol``.
 
     ``f_latent`` maps latents (B, Z) to the criterion to maximise (B,), differentiably.
     """
-    if target_kl <= 0:
+    if (target_kl is None) == (target_mean is None):
+        raise ValueError("give exactly one of target_kl and target_mean")
+    if target_kl is not None and target_kl <= 0:
         raise ValueError(f"the target KL must be positive, got {target_kl}")
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -185,13 +198,19 @@ def tune(f_latent: Callable[[torch.Tensor], torch.Tensor], dim: int, target_kl: 
     def f_tilde(z):
         return norm(f_latent(z))
 
+    # what is matched: KL, or E f̃ (the target mean normalised like f)
+    key = "kl" if target_kl is not None else "mean_f"
+    target = target_kl if target_kl is not None else norm(torch.tensor(float(target_mean))).item()
+    if key == "mean_f" and target <= 0:
+        raise ValueError(f"target mean {target_mean} is not above the mean under p ({norm.mean:.4g}); nothing to tune")
     # first β from the theory curve on samples of p (fine where its ESS holds; Newton corrects the rest)
     g = torch.Generator().manual_seed(cfg.seed + 1)
     with torch.no_grad():
         f_p = f_tilde(torch.randn(cfg.n_norm, dim, generator=g)).numpy()
     grid = np.linspace(0.05, 6.0, 120)
     th = theory_from_p(f_p, grid)
-    beta = float(np.interp(target_kl, th["kl"], grid)) if th["kl"].max() >= target_kl else math.sqrt(2 * target_kl)
+    beta = float(np.interp(target, th[key], grid)) if th[key].max() >= target else \
+        (math.sqrt(2 * target) if key == "kl" else target)
     lo, hi = 0.0, math.inf
     flow = LatentFlow(dim, cfg.transforms, cfg.hidden)
     path, converged = [], False
@@ -202,20 +221,23 @@ def tune(f_latent: Callable[[torch.Tensor], torch.Tensor], dim: int, target_kl: 
         path.append(ev)
         if progress:
             progress(ev)
-        if abs(ev["kl"] - target_kl) <= cfg.tol * target_kl:
+        if abs(ev[key] - target) <= cfg.tol * abs(target):
             converged = True
             break
-        if ev["kl"] < target_kl:
+        if ev[key] < target:
             lo = max(lo, beta)
         else:
             hi = min(hi, beta)
-        step = newton_step(beta, ev["kl"], ev["var_f"], ev["m3_f"], target_kl)
+        if key == "kl":
+            step = newton_step(beta, ev["kl"], ev["var_f"], ev["m3_f"], target)
+        else:  # E f: first derivative Var f, second E[(f − Ef)³]
+            step = _halley_mean(ev["mean_f"], ev["var_f"], ev["m3_f"], target)
         new = beta + float(np.clip(step, -0.5 * beta, beta))  # at most doubles or halves
         if not lo < new < hi:  # outside the bracket: bisect (or expand)
             new = 0.5 * (lo + hi) if math.isfinite(hi) else 2 * max(beta, lo)
         beta = new
     if not converged:
-        warnings.warn(f"β search stopped after {cfg.max_iter} iterations at KL {path[-1]['kl']:.3f} "
-                      f"(target {target_kl:.3f} ± {cfg.tol:.0%}); raise max_iter or steps", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"β search stopped after {cfg.max_iter} iterations at {key} {path[-1][key]:.3f} "
+                      f"(target {target:.3f} ± {cfg.tol:.0%}); raise max_iter or steps", RuntimeWarning, stacklevel=2)
     last = path[-1]
     return TuneResult(flow, norm, last["beta"], last["kl"], last["mean_f"], path, converged, time.perf_counter() - t0)

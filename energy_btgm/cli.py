@@ -163,6 +163,42 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from energy_btgm.btgm import TuneConfig
+    from energy_btgm.train import latest_model
+    from energy_btgm.tuning import tune_criterion
+
+    store = store_root(args.store)
+    try:
+        model_dir = Path(args.model) if args.model else latest_model(store, args.group_size)
+        bar = None
+        if not args.quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(total=TuneConfig.max_iter, desc=f"tune {args.criterion}", unit=" β")
+
+        def show(ev):
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(beta=f"{ev['beta']:.3f}", kl=f"{ev['kl']:.3f}")
+
+        try:
+            s = tune_criterion(store, args.criterion, model_dir, top_fraction=args.top_fraction, target_kl=args.target_kl,
+                               target_mean=args.target_mean, seed=args.seed, n_bank=args.n, progress=show)
+        finally:
+            if bar is not None:
+                bar.close()
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise UsageError(str(e).strip("'\"")) from None
+    print(f"{s['criterion']} on groups of {s['group_size']}: β = {s['beta']:.3f} (normalised criterion), "
+          f"KL = {s['kl']:.3f} (target {s['target_kl'] if s['target_kl'] is not None else '-'}), "
+          f"E f = {s['mean_f']:.2f} {s['unit']} vs {s['mean_f_under_p']:.2f} under p, "
+          f"Pareto efficiency {s['pareto_efficiency']:.3f}, {s['seconds']:.0f} s"
+          + ("" if s["converged"] else "  [β search did NOT converge]"))
+    print(f"  flow, summary and figures: {s['flow_dir']}   bank: {s['bank']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="energy-btgm",
@@ -259,12 +295,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     p.add_argument("--out", metavar="PATH", help="output Parquet (default: <store>/banks/samples-<model>.parquet)")
     p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("tune", help="BTGM: tune a trained model toward a criterion (top fraction, KL or mean target)",
+                       description="Learn a normalizing flow on the latent space of a trained VAE so that samples follow "
+                                   "q(x) ∝ p(x)·exp(β f(x)), β searched to hit the target; measure the result against the "
+                                   "theoretical Pareto front; write the flow, summary.json, figures and a bank of tuned "
+                                   "scenarios under the store.")
+    _add_common(p)
+    p.add_argument("criterion", help="a registered criterion (weekly-peak, wednesday-gap, mae-flatness, mae-flatness-min, "
+                                     "weekly-energy, wednesday-mean) or package.module:function")
+    p.add_argument("--model", metavar="DIR", help="model directory (default: the store's model for --group-size)")
+    p.add_argument("--group-size", type=int, default=10, metavar="N", help="without --model: which model (default: 10)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--top-fraction", type=float, default=None, metavar="RHO",
+                        help="target the top fraction RHO of p: KL = -log RHO (default when no target: 0.01)")
+    target.add_argument("--target-kl", type=float, default=None, metavar="K", help="target KL(q||p) in nats")
+    target.add_argument("--target-mean", type=float, default=None, metavar="M", help="target E_q f in the criterion's units")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    p.add_argument("-n", type=int, default=10_000, help="tuned scenarios written to the bank (default: 10000)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_tune)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "tune" and args.top_fraction is None and args.target_kl is None and args.target_mean is None:
+        args.top_fraction = 0.01
     try:
         return args.func(args)
     except UsageError as e:

@@ -87,3 +87,13 @@ def test_newton_step_on_exact_quadratic():
     step = newton_step(beta, 0.5 * beta ** 2, 1.0, 0.0, target)
     assert 0.5 * (beta + step) ** 2 == pytest.approx(target, rel=1e-9)
     assert newton_step(0.0, 0.0, 1.0, 0.0, 2.0) == pytest.approx(2.0)
+
+
+def test_search_to_a_target_mean_in_criterion_units():
+    """f(z) = a·z: E_qβ f = β‖a‖²; ask for E f = 6 (in f's units)."""
+    res = tune(linear, DIM, target_mean=6.0, cfg=FAST)
+    with torch.no_grad():
+        z, _, _ = res.flow.sample(20_000, generator=torch.Generator().manual_seed(3))
+    assert res.converged and float(linear(z).mean()) == pytest.approx(6.0, rel=0.03)
+    with pytest.raises(ValueError, match="exactly one"):
+        tune(linear, DIM, 1.0, FAST, target_mean=2.0)
