@@ -199,6 +199,25 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_assess(args: argparse.Namespace) -> int:
+    from energy_btgm.assess import assess
+    from energy_btgm.train import latest_model
+
+    store = store_root(args.store)
+    try:
+        model_dir = Path(args.model) if args.model else latest_model(store, args.group_size)
+        out = Path(args.reports) / "assess" / f"{args.criterion}-n{args.group_size}"
+        r = assess(model_dir, args.criterion, out, n=args.n, seed=args.seed, variants=args.variants)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise UsageError(str(e).strip("'\"")) from None
+    print(f"{args.criterion}: gradient norms of the normalised variants over {args.n:,} samples of p")
+    for name, v in r["variants"].items():
+        print(f"  {name:<28} near-zero {v['share_near_zero']:6.1%}   p99/median {v['p99_over_median']:6.2f}"
+              + ("   <- recommended" if name == r["recommended"] else ""))
+    print(f"  figure: {r['figure']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="energy-btgm",
@@ -315,6 +334,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=10_000, help="tuned scenarios written to the bank (default: 10000)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("assess", help="compare equivalent variants of a criterion before tuning (gradient norms)",
+                       description="Normalise each variant of the criterion under p, estimate the distribution of the "
+                                   "gradient norm in latent space on samples of p, plot it, summarise it and recommend "
+                                   "the variant that should train best (paper section 4.2).")
+    _add_common(p)
+    p.add_argument("criterion", help="weekly-peak (hard max, smooth max, log of the peak) or any registered criterion")
+    p.add_argument("--model", metavar="DIR", help="model directory (default: the store's model for --group-size)")
+    p.add_argument("--group-size", type=int, default=10, metavar="N", help="without --model: which model (default: 10)")
+    p.add_argument("--variants", nargs="+", metavar="NAME",
+                   help="compare these instead: registered criteria or package.module:function (training version)")
+    p.add_argument("-n", type=int, default=10_000, help="samples of p (default: 10000)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    p.set_defaults(func=_cmd_assess)
     return parser
 
 

@@ -25,3 +25,34 @@ def year_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "year"
     generate(SynthConfig(households=200, weeks=52, seed=11), out)
     return out
+
+
+TINY = dict(group_size=10, latent_dim=4, hidden=16, epochs=4, batch_size=32, kl_warmup_epochs=2, patience=50)
+
+
+@pytest.fixture(scope="session")
+def curves_store(tmp_path_factory):
+    """A store with group curves of 10 from 30 synthetic households over 4 weeks (80 training curves)."""
+    from energy_btgm.curves import CurvesConfig, build
+    from energy_btgm.ingest import IngestConfig, ingest
+    from energy_btgm.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("train")
+    s = root / "store"
+    generate(SynthConfig(households=30, start="2023-01-02", weeks=4, seed=2), s / "raw" / "synthetic")
+    ingest([s / "raw" / "synthetic" / "readings"], s, IngestConfig(), reports=root / "reports", validate=False)
+    build(s, CurvesConfig(group_sizes=(10,), draws=40, seed=0), reports=root / "reports", validate=False)
+    return s
+
+
+@pytest.fixture(scope="session")
+def tiny_model(curves_store, tmp_path_factory):
+    """A tiny trained VAE (4 latent dimensions) in its own store copy."""
+    import shutil
+
+    from energy_btgm.train import TrainConfig, train
+
+    store = tmp_path_factory.mktemp("tuned") / "store"
+    shutil.copytree(curves_store / "curves", store / "curves")
+    train(store, TrainConfig(**TINY), card=False)
+    return store

@@ -6,24 +6,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from energy_btgm.curves import CurvesConfig, build
-from energy_btgm.ingest import IngestConfig, ingest
 from energy_btgm.model import load_model
-from energy_btgm.synth import SynthConfig, generate
 from energy_btgm.train import TrainConfig, TrainingError, train
 
-TINY = dict(group_size=10, latent_dim=4, hidden=16, epochs=4, batch_size=32, kl_warmup_epochs=2, patience=50)
+from conftest import TINY
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """Group curves of 10 from 30 synthetic households over 4 weeks (80 training curves)."""
-    root = tmp_path_factory.mktemp("train")
-    s = root / "store"
-    generate(SynthConfig(households=30, start="2023-01-02", weeks=4, seed=2), s / "raw" / "synthetic")
-    ingest([s / "raw" / "synthetic" / "readings"], s, IngestConfig(), reports=root / "reports", validate=False)
-    build(s, CurvesConfig(group_sizes=(10,), draws=40, seed=0), reports=root / "reports", validate=False)
-    return s
+@pytest.fixture()
+def store(curves_store):
+    return curves_store
 
 
 def weights(path):

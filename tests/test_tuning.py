@@ -1,0 +1,63 @@
+import json
+import math
+import subprocess
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from energy_btgm.btgm import TuneConfig
+from energy_btgm.tuning import load_flow, pareto_efficiency, theory_curve, tune_criterion
+
+FAST = TuneConfig(transforms=2, hidden=32, steps=150, batch=256, n_norm=8192, n_eval=8192, max_iter=6)
+
+
+def test_tune_writes_flow_summary_figures_and_bank(tiny_model):
+    store = tiny_model
+    s = tune_criterion(store, "wednesday-gap", store / "models" / "vae-n10", top_fraction=0.01, cfg=FAST, n_bank=500)
+    for key in ("criterion", "target_kl", "beta", "kl", "mean_f", "mean_f_under_p", "pareto_efficiency", "seconds", "path"):
+        assert key in s
+    assert s["target_kl"] == pytest.approx(-math.log(0.01))
+    assert s["mean_f"] > s["mean_f_under_p"]
+    saved = json.loads((store / "tuned" / "wednesday-gap-n10" / "summary.json").read_text())
+    assert saved["kl"] == s["kl"] and (store / "tuned" / "wednesday-gap-n10" / "pareto.png").exists()
+    flow, ck = load_flow(store / "tuned" / "wednesday-gap-n10")
+    assert ck["beta"] == s["beta"]
+    t = pq.read_table(s["bank"])
+    assert t.num_rows == 500 and set(t.column("source").to_pylist()) == {"btgm"}
+    w = t.column("weight").to_numpy()
+    assert np.isfinite(w).all() and (w > 0).all()
+    np.testing.assert_allclose(w, np.exp(t.column("log_p").to_numpy() - t.column("log_q").to_numpy()), rtol=1e-6)
+    assert "criterion=wednesday-gap" in s["bank"] and b"model_sha256" in t.schema.metadata
+
+
+def test_minimised_criterion_goes_down(tiny_model):
+    s = tune_criterion(tiny_model, "mae-flatness-min", tiny_model / "models" / "vae-n10", target_kl=1.0, cfg=FAST, n_bank=200)
+    assert s["mean_f"] < s["mean_f_under_p"] and s["unit"] == "kWh"
+
+
+def test_theory_points_with_small_ess_are_flagged_not_used():
+    rng = np.random.default_rng(0)
+    f_p = rng.standard_normal(2000)
+    f_q = rng.standard_normal(2000) + 1.0  # proposal N(1, 1): log w = log p − log q = −f + 1/2
+    log_w = -f_q + 0.5
+    th = theory_curve(f_p, f_q, log_w, np.linspace(0, 8, 17))
+    assert (~th["usable"]).any() and th["usable"][0]
+    eff, beta_star, mean_star = pareto_efficiency(th, kl_hat=0.5, mean_hat=1.0, mean_p=0.0)
+    assert beta_star == pytest.approx(1.0, abs=0.1) and eff == pytest.approx(1.0, abs=0.1)
+    eff_far, _, _ = pareto_efficiency(th, kl_hat=1e6, mean_hat=1.0, mean_p=0.0)
+    assert math.isnan(eff_far)  # beyond usable theory: no number rather than a wrong one
+
+
+def test_tune_and_assess_cli(tiny_model, cli_exe, tmp_path):
+    r = subprocess.run([cli_exe, "tune", "no-such-criterion", "--store", str(tiny_model)], capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown criterion" in r.stderr
+    r = subprocess.run([cli_exe, "tune", "weekly-peak", "--store", str(tmp_path / "empty")], capture_output=True, text=True)
+    assert r.returncode == 2 and "energy-btgm train" in r.stderr
+    r = subprocess.run([cli_exe, "assess", "weekly-peak", "--store", str(tiny_model), "--reports", str(tmp_path), "-n", "500"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "recommended" in r.stdout and (tmp_path / "assess" / "weekly-peak-n10" / "gradients.png").exists()
+    a = json.loads((tmp_path / "assess" / "weekly-peak-n10" / "assess.json").read_text())
+    assert set(a["variants"]) == {"hard max", "smooth max (τ=0.25 kW)", "log of peak", "log of smooth max"}
+    assert a["recommended"] in a["variants"]
