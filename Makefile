@@ -26,6 +26,10 @@ demo: $(STAMP)
 	$(CLI) curves --store $(STORE) --reports $(REPORTS) --group-sizes 10 100 --draws 200 --seed 0
 	$(CLI) train --store $(STORE) --reports $(REPORTS) --group-size 10 --seed 0
 	$(CLI) train --store $(STORE) --reports $(REPORTS) --group-size 100 --seed 0
+	$(CLI) assess weekly-peak --store $(STORE) --reports $(REPORTS) --group-size 10
+	for n in 10 100; do for c in weekly-peak wednesday-gap mae-flatness; do \
+	  $(CLI) tune $$c --store $(STORE) --reports $(REPORTS) --group-size $$n --top-fraction 0.01 --seed 0 || exit 1; \
+	done; done
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -218,6 +218,19 @@ def _cmd_assess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from energy_btgm.bank import export
+
+    ext = {"long-csv": ".csv", "wide-csv": ".csv", "long-parquet": ".parquet"}.get(args.format, "")
+    out = Path(args.out) if args.out else Path(args.bank).with_name(f"export-{args.format}{ext}")
+    try:
+        export(Path(args.bank), out, fmt=args.format, week_start=args.week_start)
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="energy-btgm",
@@ -348,6 +361,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=10_000, help="samples of p (default: 10000)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     p.set_defaults(func=_cmd_assess)
+
+    p = sub.add_parser("export", help="export a scenario bank as a timestamped table for grid simulators",
+                       description="Write a bank's weekly curves as (scenario_id, timestamp, load_kw) rows (long-csv, "
+                                   "long-parquet) or one column per scenario (wide-csv), laid on the week of --week-start.")
+    _add_common(p)
+    p.add_argument("bank", help="bank file or folder (e.g. data/banks/criterion=weekly-peak/group_size=10)")
+    p.add_argument("--format", default="long-csv", help="long-csv, wide-csv or long-parquet (default: long-csv)")
+    p.add_argument("--week-start", default="2024-01-01", help="Monday on which to lay the weeks (default: 2024-01-01)")
+    p.add_argument("--out", metavar="PATH", help="output file (default: beside the bank)")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -1,0 +1,49 @@
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from energy_btgm import bank
+from energy_btgm.model import load_model
+from energy_btgm.sample import write_samples
+from energy_btgm.store import sha256_file
+
+
+@pytest.fixture()
+def sample_bank(tiny_model, tmp_path):
+    gen = load_model(tiny_model / "models" / "vae-n10")
+    return write_samples(gen, 20, tmp_path / "bank.parquet", seed=1), gen
+
+
+def test_read_checks_metadata_and_model(sample_bank, tmp_path):
+    path, gen = sample_bank
+    df = bank.read(path, expect_model_sha256=sha256_file(gen.path / "weights.pt"))
+    assert len(df) == 20 and df.attrs["load_kw"].shape == (20, 336) and df.attrs["meta"]["time_resolution_min"] == "30"
+    with pytest.raises(ValueError, match="another model version.*energy-btgm tune"):
+        bank.read(path, expect_model_sha256="0" * 64)
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(ValueError, match="corrupted or truncated"):
+        bank.read(broken)
+    with pytest.raises(FileNotFoundError, match="energy-btgm tune"):
+        bank.read(tmp_path / "nothing-here")
+
+
+@pytest.mark.parametrize("fmt", ["long-csv", "wide-csv", "long-parquet"])
+def test_export_formats_load_in_pandas(sample_bank, tmp_path, cli_exe, fmt):
+    path, _ = sample_bank
+    out = tmp_path / f"out.{fmt}"
+    r = subprocess.run([cli_exe, "export", str(path), "--format", fmt, "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    X = bank.read(path).attrs["load_kw"]
+    if fmt == "wide-csv":
+        t = pd.read_csv(out, index_col="timestamp", parse_dates=True)
+        assert t.shape == (336, 20)
+        np.testing.assert_allclose(t.iloc[:, 3].to_numpy(), X[3], atol=1e-3)
+    else:
+        t = pd.read_csv(out, parse_dates=["timestamp"]) if fmt == "long-csv" else pd.read_parquet(out)
+        assert list(t.columns) == ["scenario_id", "timestamp", "load_kw"] and len(t) == 20 * 336
+        first = t[t["scenario_id"] == t["scenario_id"].iloc[0]]
+        assert first["timestamp"].iloc[0] == pd.Timestamp("2024-01-01") and first["timestamp"].diff().iloc[1] == pd.Timedelta("30min")
+        np.testing.assert_allclose(first["load_kw"].to_numpy(), X[0], atol=1e-3)
