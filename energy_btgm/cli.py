@@ -231,6 +231,31 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from energy_btgm.compare import compare
+    from energy_btgm.train import latest_model
+
+    store = store_root(args.store)
+    try:
+        model_dir = Path(args.model) if args.model else latest_model(store, args.group_size)
+        out = Path(args.reports) / "compare" / f"{args.criterion}-n{args.group_size}"
+        r = compare(model_dir, args.criterion, args.levels, args.seconds, out, store / "reference", seed=args.seed,
+                    n_reference=args.reference_samples, progress=not args.quiet)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        raise UsageError(str(e).strip("'\"")) from None
+    print(f"{args.criterion} on groups of {r['group_size']}, {args.seconds:g} s per method "
+          f"(reference: {r['reference_samples']:,} samples of p)")
+    print(f"  {'level':>8} {'reference':>10} {'rejection [95% CI]':>28} {'BTGM [95% CI]':>28} {'var ratio':>10} {'10k tail s (rej/btgm)':>22}")
+    for u, e in r["levels"].items():
+        rj, bt = e["rejection"], e["btgm"]
+        ratio = e["variance_ratio_rejection_over_btgm"]
+        print(f"  {u:>8} {e['reference']['quantile']:10.3f} {rj['quantile']:9.3f} [{rj['quantile_ci'][0]:7.3f},{rj['quantile_ci'][1]:7.3f}] "
+              f"{bt['quantile']:9.3f} [{bt['quantile_ci'][0]:7.3f},{bt['quantile_ci'][1]:7.3f}] "
+              f"{ratio if ratio is None else round(ratio, 1)!s:>10} {rj['seconds_per_10k_effective_tail']:10.0f}/{bt['seconds_per_10k_effective_tail']:<10.0f}")
+    print(f"  compare.json: {out / 'compare.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="energy-btgm",
@@ -371,6 +396,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--week-start", default="2024-01-01", help="Monday on which to lay the weeks (default: 2024-01-01)")
     p.add_argument("--out", metavar="PATH", help="output file (default: beside the bank)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("compare", help="BTGM against rejection sampling on extreme quantiles, at equal wall-clock budget",
+                       description="Estimate upper quantiles and exceedance probabilities of a criterion under p by "
+                                   "rejection sampling (crude Monte-Carlo) and by BTGM importance sampling (flow training "
+                                   "included), each within --seconds, against a cached reference of >= 10^7 samples of p.")
+    _add_common(p)
+    p.add_argument("--criterion", default="weekly-peak", help="criterion to estimate (default: weekly-peak, hard max)")
+    p.add_argument("--model", metavar="DIR", help="model directory (default: the store's model for --group-size)")
+    p.add_argument("--group-size", type=int, default=10, metavar="N", help="without --model: which model (default: 10)")
+    p.add_argument("--levels", type=float, nargs="+", default=[0.99, 0.999, 0.9999], help="quantile levels (default: 0.99 0.999 0.9999)")
+    p.add_argument("--seconds", type=float, default=60.0, metavar="S", help="wall-clock budget per method and level (default: 60)")
+    p.add_argument("--reference-samples", type=int, default=10_000_000, help="reference size (default: 10^7; cached)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_compare)
     return parser
 
 

@@ -1,0 +1,41 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from energy_btgm.btgm import TuneConfig
+from energy_btgm.compare import compare, rejection_estimates, weighted_estimates
+
+FAST = TuneConfig(transforms=2, hidden=32, steps=100, batch=256, n_norm=4096, n_eval=4096, max_iter=3)
+
+
+def test_weighted_estimates_are_unbiased_on_a_gaussian():
+    """p = N(0,1), proposal N(3,1): exceedance of 3 is 1 − Φ(3) = 1.35e-3."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 1.0, 200_000)
+    w = np.exp(-0.5 * x ** 2 + 0.5 * (x - 3.0) ** 2)
+    est = weighted_estimates(x, w, 1 - 1.349898e-3, 3.0)
+    assert est["exceedance"] == pytest.approx(1.349898e-3, rel=0.02)
+    assert est["exceedance_ci"][0] < 1.349898e-3 < est["exceedance_ci"][1]
+    assert est["quantile"] == pytest.approx(3.0, abs=0.02) and est["quantile_ci"][0] <= 3.0 <= est["quantile_ci"][1]
+    crude = rejection_estimates(rng.normal(size=200_000), 0.99, 2.3263)
+    assert crude["quantile"] == pytest.approx(2.3263, abs=0.05) and crude["quantile_ci"][0] < 2.3263 < crude["quantile_ci"][1]
+    assert crude["exceedance_ci"][0] < 0.01 < crude["exceedance_ci"][1]
+
+
+def test_compare_writes_json_with_all_methods(tiny_model, tmp_path):
+    r = compare(tiny_model / "models" / "vae-n10", "weekly-peak", [0.99], seconds=3, out_dir=tmp_path,
+                cache_dir=tmp_path / "cache", n_reference=200_000, cfg=FAST)
+    e = r["levels"]["0.99"]
+    for m in ("rejection", "btgm", "reference"):
+        assert "quantile" in e[m] and "exceedance" in e[m]
+    for m in ("rejection", "btgm"):
+        assert e[m]["decoder_evaluations"] > 0 and e[m]["seconds"] > 0 and len(e[m]["quantile_ci"]) == 2
+    assert e["reference"]["exceedance"] == pytest.approx(0.01, rel=0.01)
+    assert abs(e["btgm"]["exceedance"] - 0.01) < 5 * math.sqrt(e["btgm"]["exceedance_var"]) + 1e-4
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert saved["levels"]["0.99"]["btgm"]["quantile"] == e["btgm"]["quantile"]
+    assert len(list((tmp_path / "cache").glob("reference-*.npz"))) == 1
+    with pytest.raises(ValueError, match="minimised"):
+        compare(tiny_model / "models" / "vae-n10", "mae-flatness-min", [0.99], 1, tmp_path, tmp_path / "cache")
