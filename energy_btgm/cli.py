@@ -256,6 +256,22 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from energy_btgm.report import build
+
+    path = build(store_root(args.store), Path(args.reports), run=args.run)
+    summary = json.loads((path.parent / "summary.json").read_text())
+    for key, t in summary.get("tuned", {}).items():
+        print(f"  {key:<24} β {t['beta']:.3f}  KL {t['kl']:.3f}  E f {t['mean_f']:.2f} vs {t['mean_f_under_p']:.2f} {t['unit']} "
+              f"under p  Pareto efficiency {t['pareto_efficiency']:.3f}")
+    for key, c in summary.get("compare", {}).items():
+        for u, e in c["levels"].items():
+            print(f"  {key} q{u}: reference {e['reference']['quantile']:.3f}, rejection {e['rejection']['quantile']:.3f}, "
+                  f"BTGM {e['btgm']['quantile']:.3f} {c['unit']}; variance ratio {e['variance_ratio_rejection_over_btgm']}")
+    print(f"report: {path.resolve()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="energy-btgm",
@@ -411,6 +427,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("report", help="write the self-contained HTML report of everything in the store",
+                       description="Gather data quality, model cards, tuned criteria (curves, Pareto fronts, β paths), the "
+                                   "criterion assessment and the rejection-sampling comparison into <reports>/<run>/index.html "
+                                   "with a summary.json of every number shown.")
+    _add_common(p)
+    p.add_argument("--run", default="latest", help="report folder name under --reports (default: latest)")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 
