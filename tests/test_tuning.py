@@ -61,3 +61,20 @@ def test_tune_and_assess_cli(tiny_model, cli_exe, tmp_path):
     a = json.loads((tmp_path / "assess" / "weekly-peak-n10" / "assess.json").read_text())
     assert set(a["variants"]) == {"hard max", "smooth max (τ=0.25 kW)", "log of peak", "log of smooth max"}
     assert a["recommended"] in a["variants"]
+
+
+def test_report_is_self_contained_and_matches_summary(tiny_model, tmp_path, cli_exe):
+    import re
+
+    tune_criterion(tiny_model, "weekly-peak", tiny_model / "models" / "vae-n10", top_fraction=0.01, cfg=FAST, n_bank=300)
+    r = subprocess.run([cli_exe, "report", "--store", str(tiny_model), "--reports", str(tmp_path), "--run", "r1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "r1" / "index.html").read_text()
+    summary = json.loads((tmp_path / "r1" / "summary.json").read_text())
+    srcs = re.findall(r'<img[^>]*src="([^"]+)"', page)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)  # no external files, no broken links
+    assert all(re.search(r'<img alt="[^"]+"', tag) for tag in re.findall(r"<img[^>]*>", page))
+    t = summary["tuned"]["weekly-peak-n10"]
+    assert f"{t['pareto_efficiency']:.4g}" in page and f"{t['beta']:.4g}" in page
+    assert "report:" in r.stdout and "weekly-peak-n10" in r.stdout
