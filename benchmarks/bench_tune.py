@@ -18,13 +18,14 @@ from energy_btgm.tuning import tune_criterion
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--store", default=str(Path(__file__).resolve().parents[1] / "data"))
 ap.add_argument("--group-size", type=int, default=10)
+ap.add_argument("--criteria", nargs="+", default=["weekly-peak", "wednesday-gap", "mae-flatness"])
 a = ap.parse_args()
 model = Path(a.store) / "models" / f"vae-n{a.group_size}"
 if not (model / "model.json").exists():
     raise SystemExit(f"no model at {model}; run `make demo` first")
 with tempfile.TemporaryDirectory() as tmp:
     for rho, tol_kl, goal_eff in ((1e-2, 0.1, 0.95), (1e-4, 0.2, 0.9)):
-        for crit in ("weekly-peak", "wednesday-gap", "mae-flatness"):
+        for crit in a.criteria:
             s = tune_criterion(Path(tmp), crit, model, top_fraction=rho, n_bank=1000)
             tag = f"{crit} n{a.group_size} rho={rho:g}"
             report("tune", f"{tag}: |KL - {s['target_kl']:.2f}|", round(abs(s["kl"] - s["target_kl"]), 3), "nats", f"<= {tol_kl}")
