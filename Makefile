@@ -8,7 +8,7 @@ STORE  ?= data
 REPORTS ?= reports
 CLI    := $(VENV)/bin/energy-btgm
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench serve clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+serve: $(STAMP)
+	$(PY) -m pipelines.serve
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

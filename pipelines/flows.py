@@ -1,0 +1,192 @@
+"""Prefect flows: thin wrappers over ``energy_btgm``; each task calls one library function and returns a path.
+
+Flows (names users type): ``ingest-meters``, ``build-curves``, ``train-vae``, ``btgm-tune``,
+``compare``, and ``scenario-pipeline`` chaining them. ``scenario-pipeline`` skips a step when its
+output's manifest records the same input checksums and config (the manifests are the cache keys),
+so a rerun after a failure redoes only what is missing or stale.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from energy_btgm.store import sha256_file
+
+# --- tasks: one library call each -------------------------------------------------------------
+
+
+@task(retries=2, retry_delay_seconds=5)
+def ingest_task(sources: list[str], store: str, reports: str, fmt: str, tz: str) -> str:
+    """Ingest meter files into <store>/readings; returns the manifest path."""
+    from energy_btgm.ingest import IngestConfig, ingest
+
+    m = ingest([Path(s) for s in sources], Path(store), IngestConfig(fmt=fmt, tz=tz), reports=Path(reports))
+    get_run_logger().info("ingest: %s rows in = %s kept + %s quarantined", m["counts"]["rows_in"],
+                          m["counts"]["rows_kept"], m["counts"]["rows_quarantined"])
+    return str(Path(store) / "readings" / "_manifest.json")
+
+
+@task(retries=2, retry_delay_seconds=5)
+def curves_task(store: str, reports: str, group_sizes: list[int], draws: int, seed: int) -> str:
+    """Build household and group weekly curves; returns the manifest path."""
+    from energy_btgm.curves import CurvesConfig, build
+
+    build(Path(store), CurvesConfig(group_sizes=tuple(group_sizes), draws=draws, seed=seed), reports=Path(reports))
+    return str(Path(store) / "curves" / "_manifest.json")
+
+
+@task
+def train_task(store: str, group_size: int, epochs: int, seed: int) -> str:
+    """Train the VAE for one group size; returns the model directory."""
+    from energy_btgm.train import TrainConfig, train
+
+    return str(train(Path(store), TrainConfig(group_size=group_size, epochs=epochs, seed=seed)))
+
+
+@task
+def tune_task(store: str, criterion: str, model: str, top_fraction: float | None, target_kl: float | None,
+              seed: int, steps: int | None, n_bank: int) -> dict:
+    """Tune a model toward a criterion; returns its summary."""
+    from energy_btgm.btgm import TuneConfig
+    from energy_btgm.tuning import tune_criterion
+
+    cfg = TuneConfig() if steps is None else TuneConfig(steps=steps, n_norm=8192, n_eval=8192)
+    return tune_criterion(Path(store), criterion, Path(model), top_fraction=top_fraction, target_kl=target_kl,
+                          seed=seed, cfg=cfg, n_bank=n_bank)
+
+
+@task
+def compare_task(store: str, reports: str, model: str, criterion: str, levels: list[float], seconds: float,
+                 reference_samples: int) -> str:
+    from energy_btgm.compare import compare
+
+    out = Path(reports) / "compare" / f"{criterion}-n{json.loads((Path(model) / 'model.json').read_text())['group_size']}"
+    compare(Path(model), criterion, levels, seconds, out, Path(store) / "reference", n_reference=reference_samples)
+    return str(out / "compare.json")
+
+
+@task(retries=2, retry_delay_seconds=5)
+def report_task(store: str, reports: str, run: str) -> str:
+    from energy_btgm.report import build
+
+    return str(build(Path(store), Path(reports), run=run))
+
+
+# --- freshness: the manifests are the cache keys -----------------------------------------------
+
+def _fresh_curves(store: Path) -> bool:
+    m = store / "curves" / "_manifest.json"
+    r = store / "readings" / "_manifest.json"
+    return m.exists() and r.exists() and json.loads(m.read_text()).get("readings_manifest_sha256") == sha256_file(r)
+
+
+def _fresh_model(store: Path, n: int) -> bool:
+    meta, curves = store / "models" / f"vae-n{n}" / "model.json", store / "curves" / f"groups-n{n}.parquet"
+    return meta.exists() and curves.exists() and json.loads(meta.read_text()).get("curves_sha256") == sha256_file(curves)
+
+
+def _fresh_tune(store: Path, criterion: str, n: int) -> bool:
+    s, w = store / "tuned" / f"{criterion}-n{n}" / "summary.json", store / "models" / f"vae-n{n}" / "weights.pt"
+    return s.exists() and w.exists() and json.loads(s.read_text()).get("model_sha256") == sha256_file(w)
+
+
+def _publish(summary: dict, report: str | None) -> None:
+    """Markdown artifact with the headline numbers, table artifact with the β path."""
+    s = summary
+    md = (f"### BTGM: {s['criterion']}, groups of {s['group_size']}\n\n"
+          f"| β | KL (target) | E f tuned | E f under p | Pareto efficiency | seconds |\n|---|---|---|---|---|---|\n"
+          f"| {s['beta']:.3f} | {s['kl']:.3f} ({s['target_kl']:.3f}) | {s['mean_f']:.2f} {s['unit']} | "
+          f"{s['mean_f_under_p']:.2f} {s['unit']} | {s['pareto_efficiency']:.3f} | {s['seconds']:.0f} |\n\n"
+          f"Bank: `{s['bank']}`" + (f"  \nReport: `{report}`" if report else ""))
+    key = f"btgm-{s['criterion']}-n{s['group_size']}".lower()
+    create_markdown_artifact(markdown=md, key=key, description="BTGM headline numbers")
+    create_table_artifact(table=[{k: round(p[k], 4) for k in ("iteration", "beta", "kl", "mean_f")} for p in s["path"]],
+                          key=f"{key}-beta-path", description="β search path")
+
+
+# --- flows ---------------------------------------------------------------------------------------
+
+
+@flow(name="ingest-meters")
+def ingest_meters(sources: list[str], store: str = "data", reports: str = "reports", fmt: str = "long",
+                  tz: str = "Europe/Paris") -> str:
+    return ingest_task(sources, store, reports, fmt, tz)
+
+
+@flow(name="build-curves")
+def build_curves(store: str = "data", reports: str = "reports", group_sizes: list[int] = [10, 100], draws: int = 200,
+                 seed: int = 0) -> str:
+    return curves_task(store, reports, group_sizes, draws, seed)
+
+
+@flow(name="train-vae")
+def train_vae(store: str = "data", group_size: int = 10, epochs: int = 60, seed: int = 0) -> str:
+    return train_task(store, group_size, epochs, seed)
+
+
+@flow(name="btgm-tune")
+def btgm_tune(criterion: str = "weekly-peak", group_size: int = 10, top_fraction: float | None = 0.01,
+              target_kl: float | None = None, model: str | None = None, store: str = "data", reports: str = "reports",
+              seed: int = 0, steps: int | None = None, n_bank: int = 10_000, report: bool = True) -> dict:
+    """Tune the store's model for ``group_size`` (or ``model``) toward ``criterion``; publish the numbers."""
+    from energy_btgm.train import latest_model
+
+    if target_kl is not None:
+        top_fraction = None
+    model_dir = model or str(latest_model(Path(store), group_size))
+    summary = tune_task(store, criterion, model_dir, top_fraction, target_kl, seed, steps, n_bank)
+    report_path = report_task(store, reports, "latest") if report else None
+    _publish(summary, report_path)
+    get_run_logger().info("%s: beta %.3f, KL %.3f, Pareto efficiency %.3f; report %s", criterion, summary["beta"],
+                          summary["kl"], summary["pareto_efficiency"], report_path)
+    return summary
+
+
+@flow(name="compare")
+def compare_flow(store: str = "data", reports: str = "reports", group_size: int = 10, criterion: str = "weekly-peak",
+                 levels: list[float] = [0.99, 0.999, 0.9999], seconds: float = 60.0, reference_samples: int = 10_000_000) -> str:
+    from energy_btgm.train import latest_model
+
+    path = compare_task(store, reports, str(latest_model(Path(store), group_size)), criterion, levels, seconds, reference_samples)
+    c = json.loads(Path(path).read_text())
+    create_table_artifact(table=[{"level": u, "method": m, "quantile": round(e[m]["quantile"], 4),
+                                  "exceedance": e[m]["exceedance"]} for u, e in c["levels"].items()
+                                 for m in ("reference", "rejection", "btgm")],
+                          key=f"quantiles-{criterion}-n{group_size}", description="quantile estimates")
+    return path
+
+
+@flow(name="scenario-pipeline")
+def scenario_pipeline(sources: list[str] | None = None, store: str = "data", reports: str = "reports",
+                      group_sizes: list[int] = [10, 100], criteria_names: list[str] = ["weekly-peak", "wednesday-gap", "mae-flatness"],
+                      top_fraction: float = 0.01, draws: int = 200, epochs: int = 60, seed: int = 0,
+                      compare_seconds: float = 20.0, reference_samples: int = 2_000_000) -> str:
+    """ingest → curves → train → tune → compare → report, skipping steps whose inputs are unchanged."""
+    log = get_run_logger()
+    s = Path(store)
+    if sources:
+        ingest_task(sources, store, reports, "long", "Europe/Paris")
+    if _fresh_curves(s):
+        log.info("curves up to date with the readings: skipped")
+    else:
+        curves_task(store, reports, group_sizes, draws, seed)
+    tunes = []
+    for n in group_sizes:
+        if _fresh_model(s, n):
+            log.info("model vae-n%s up to date with its curves: skipped", n)
+        else:
+            train_task(store, n, epochs, seed)
+        for c in criteria_names:
+            if _fresh_tune(s, c, n):
+                log.info("%s-n%s up to date with its model: skipped", c, n)
+            else:
+                tunes.append(tune_task.submit(store, c, str(s / "models" / f"vae-n{n}"), top_fraction, None, seed, None, 10_000))
+    for t in tunes:
+        _publish(t.result(), None)
+    compare_task(store, reports, str(s / "models" / f"vae-n{group_sizes[0]}"), "weekly-peak", [0.99, 0.999, 0.9999],
+                 compare_seconds, reference_samples)
+    return report_task(store, reports, "latest")

@@ -1,0 +1,28 @@
+"""Serve the deployments users run by name: `python -m pipelines.serve` (or `make serve`).
+
+- btgm-tune/tune-peak, btgm-tune/tune-wednesday-gap, btgm-tune/tune-mae-flatness
+- scenario-pipeline/weekly, every Monday at 03:00 Europe/Paris
+
+Then, with a Prefect server reachable (PREFECT_API_URL): `prefect deployment run btgm-tune/tune-peak
+-p top_fraction=0.001`. Runs execute in this process.
+"""
+
+from prefect import serve
+from prefect.schedules import Cron
+
+from pipelines.flows import btgm_tune, scenario_pipeline
+
+TUNE_DEPLOYMENTS = {"tune-peak": "weekly-peak", "tune-wednesday-gap": "wednesday-gap", "tune-mae-flatness": "mae-flatness"}
+
+
+def deployments() -> list:
+    deps = [btgm_tune.to_deployment(name, parameters={"criterion": crit}, tags=["btgm"],
+                                    description=f"Tune the store's VAE toward {crit} (top 1 % by default)")
+            for name, crit in TUNE_DEPLOYMENTS.items()]
+    deps.append(scenario_pipeline.to_deployment("weekly", schedules=[Cron("0 3 * * 1", timezone="Europe/Paris")],
+                                                description="ingest → curves → train → tune → compare → report"))
+    return deps
+
+
+if __name__ == "__main__":
+    serve(*deployments())

@@ -1,0 +1,103 @@
+"""Prefect: the flows on a tiny store, and end to end through a real server and a served deployment."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_library_and_criteria_do_not_import_prefect():
+    code = "import sys, energy_btgm.tuning, energy_btgm.report, energy_btgm.compare, criteria; print('prefect' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, timeout: float) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@pytest.fixture()
+def prefect_env(tmp_path):
+    port = _free_port()
+    home = tmp_path / "prefect-home"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false", "PYTHONPATH": str(ROOT)}
+    prefect = str(Path(sys.executable).parent / "prefect")
+    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                              stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        _wait(f"http://127.0.0.1:{port}/api/health", 90)
+        yield env, prefect
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_deployment_run_tune_peak_end_to_end(prefect_env, tiny_model, tmp_path):
+    env, prefect = prefect_env
+    store = tmp_path / "store"
+    shutil.copytree(tiny_model, store)
+    serve = subprocess.Popen([sys.executable, "-m", "pipelines.serve"], cwd=ROOT, env=env,
+                             stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        t0 = time.time()
+        while True:  # wait for the deployment to be registered
+            r = subprocess.run([prefect, "deployment", "inspect", "btgm-tune/tune-peak"], env=env, capture_output=True, text=True)
+            if r.returncode == 0:
+                break
+            assert time.time() - t0 < 120, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(2)
+        r = subprocess.run([prefect, "deployment", "run", "btgm-tune/tune-peak", "-p", f"store={store}",
+                            "-p", f"reports={tmp_path / 'reports'}", "-p", "steps=60", "-p", "n_bank=300",
+                            "-p", "target_kl=1.0", "--watch", "--watch-timeout", "400"],
+                           env=env, capture_output=True, text=True, timeout=450)
+        assert r.returncode == 0 and "Completed" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:] + (tmp_path / "serve.log").read_text()[-3000:]
+    finally:
+        serve.terminate()
+        try:
+            serve.wait(20)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+    summary = json.loads((store / "tuned" / "weekly-peak-n10" / "summary.json").read_text())
+    assert Path(summary["bank"]).exists() and (tmp_path / "reports" / "latest" / "index.html").exists()
+    r = subprocess.run([prefect, "artifact", "ls"], env=env, capture_output=True, text=True)
+    assert "btgm-weekly-peak-n10" in r.stdout, r.stdout
+
+
+def test_failing_task_fails_the_flow_with_the_library_message(tiny_model, tmp_path):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from pipelines.flows import btgm_tune
+
+    with prefect_test_harness():
+        state = btgm_tune(criterion="no-such-criterion", store=str(tiny_model), reports=str(tmp_path), steps=10,
+                          report=False, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(KeyError, match="unknown criterion"):
+        state.result()
