@@ -180,6 +180,13 @@ def compare(model_dir: Path, criterion: str, levels: list[float], seconds: float
             raise ValueError(f"--levels must lie in (0, 1), got {u}")
     cfg = cfg or TuneConfig()
     n_group = gen.meta["group_size"]
+    curves_file = Path(gen.meta.get("curves_file", ""))
+    if real_test is None and curves_file.is_file():  # the real test weeks, where there are enough of them
+        from energy_btgm.curves import read_groups
+
+        test = read_groups(curves_file.parent, n_group, split="test", curves_dir=curves_file.parent)
+        if len(test):
+            real_test = crit(torch.as_tensor(test.attrs["curves_kw"])).numpy()
     ref = reference(gen, criterion, cache_dir, n=n_reference, progress=progress)
     rs, rs_seconds, rs_n = run_rejection(gen, crit, seconds, seed)
     result = {"criterion": criterion, "unit": crit.unit, "model": str(model_dir), "group_size": n_group, "seconds_budget": seconds,
@@ -209,8 +216,9 @@ def compare(model_dir: Path, criterion: str, levels: list[float], seconds: float
         entry["binomial_variance_rejection"] = (1 - u) * u / rs_n
         entry["variance_ratio_rejection_over_btgm"] = (entry["binomial_variance_rejection"] / est["exceedance_var"]
                                                        if est["exceedance_var"] > 0 else None)
-        if real_test is not None and len(real_test) * (1 - u) >= 10:
+        if real_test is not None and len(real_test) * (1 - u) >= 10:  # at least 10 real weeks above it
             entry["real_test_quantile"] = float(np.quantile(real_test, u))
+            entry["real_test_curves"] = int(len(real_test))
         result["levels"][str(u)] = entry
     atomic_write_text(Path(out_dir) / "compare.json", json.dumps(result, indent=1))
     return result

@@ -166,6 +166,9 @@ def build(store: Path, reports: Path, run: str = "latest") -> Path:
                              x.get("decoder_evaluations", x.get("n")), x.get("seconds") or float("nan"),
                              x.get("seconds_per_10k_effective_tail", float("nan")), x.get("tail_df_mean", float("nan")),
                              x.get("tail_admd_kw_mean", float("nan"))])
+            if "real_test_quantile" in e:
+                rows.append([u, f"real test weeks ({e['real_test_curves']:,} curves)", e["real_test_quantile"], "–",
+                             float("nan"), "–", float("nan"), float("nan"), float("nan"), float("nan")])
         parts.append(f"<h2>Extreme quantiles: BTGM vs rejection sampling ({html.escape(c['criterion'])}, groups of {c['group_size']})</h2>"
                      f"<p>Each method had {c['seconds_budget']:g} s per level (BTGM's flow training included). Reference: "
                      f"{c['reference_samples']:,} samples of the untuned model.</p>"

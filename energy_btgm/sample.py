@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
-from energy_btgm.card import statistics
+import criteria
 from energy_btgm.model import Generator
 from energy_btgm.store import atomic_write_bytes, code_version, sha256_file
 
@@ -35,9 +36,10 @@ def curves_table(curves_kw: np.ndarray, sum_peaks_kw: np.ndarray, group_size: in
         "df": (sum_peaks_kw / np.maximum(peak, 1e-6)).astype(np.float32),
         "admd_kw": (peak / group_size).astype(np.float32),
     }
-    for name, v in statistics(curves_kw, sum_peaks_kw).items():
-        if name != "diversity-factor":
-            cols[name.replace("-", "_")] = v.astype(np.float32)
+    x = torch.as_tensor(curves_kw, dtype=torch.float32)
+    for name, c in criteria.REGISTRY.items():  # every registered criterion (hard version), once per function
+        if c.direction == 1:
+            cols[name.replace("-", "_")] = c(x).numpy().astype(np.float32)
     if z is not None:
         cols["log_p"] = (-0.5 * (z ** 2).sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)).astype(np.float64)
     return pa.table(cols)
@@ -56,5 +58,24 @@ def write_samples(gen: Generator, n: int, out: Path, seed: int = 0) -> Path:
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{k: v.encode() for k, v in meta.items()}})
     sink = pa.BufferOutputStream()
+    validate_bank(table)
     pq.write_table(table, sink, compression="zstd")
     return atomic_write_bytes(Path(out), sink.getvalue().to_pybytes())
+
+
+def validate_bank(table: pa.Table) -> dict:
+    """Run the ``bank-v1`` Great Expectations suite on a bank table; raise ValueError if it fails."""
+    from energy_btgm.validation import BANK_SUITE, Validator
+
+    T = table.schema.field("load_kw").type.list_size
+    X = table.column("load_kw").combine_chunks().values.to_numpy(zero_copy_only=False).reshape(table.num_rows, T)
+    cols = ["scenario_id", "peak_kw", "energy_kwh", "df", "admd_kw"] + [c for c in ("weight", "log_p", "log_q")
+                                                                          if c in table.column_names]
+    df = table.select(cols).to_pandas().assign(curve_finite=np.isfinite(X).all(1),
+                                               peak_matches_curve=np.isclose(X.max(1), table.column("peak_kw").to_numpy(), rtol=1e-5))
+    result = Validator.shared().validate(BANK_SUITE, df)
+    if not result["success"]:
+        failed = [e["expectation_config"]["type"] + " " + str(e["expectation_config"]["kwargs"].get("column", ""))
+                  for e in result["results"] if not e["success"]]
+        raise ValueError(f"the bank failed validation suite {BANK_SUITE}: {', '.join(failed)}; nothing was written")
+    return result

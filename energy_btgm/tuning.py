@@ -28,7 +28,7 @@ from scipy.special import logsumexp
 import criteria
 from energy_btgm.btgm import LatentFlow, TuneConfig, theory_from_p, tune
 from energy_btgm.model import Generator, load_model
-from energy_btgm.sample import curves_table
+from energy_btgm.sample import curves_table, validate_bank
 from energy_btgm.store import atomic_dir, atomic_write_bytes, code_version, sha256_file
 
 MIN_ESS = 200.0
@@ -198,6 +198,7 @@ def tune_criterion(store: Path, criterion: str, model_dir: Path, *, top_fraction
             "target": json.dumps(target), "kl": f"{kl_hat:.6f}", "code_version": code_version(), "seed": str(seed),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     table = table.replace_schema_metadata({k: v.encode() for k, v in meta.items()})
+    validate_bank(table)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     bank = store / "banks" / f"criterion={criterion}" / f"group_size={gen.meta['group_size']}" / f"run={run}" / "part-0.parquet"

@@ -50,6 +50,17 @@ def _curves_expectations(gx, T: int):
     ]
 
 
+def _bank_expectations(gx):
+    E = gx.expectations
+    return [
+        E.ExpectColumnValuesToBeUnique(column="scenario_id"),
+        E.ExpectColumnValuesToBeInSet(column="curve_finite", value_set=[True]),
+        E.ExpectColumnValuesToBeInSet(column="peak_matches_curve", value_set=[True]),
+        E.ExpectColumnValuesToNotBeNull(column="df"),
+        E.ExpectColumnValuesToNotBeNull(column="energy_kwh"),
+    ]
+
+
 class Validator:
     """One ephemeral GE context; ``validate(name, df)`` runs the named suite on a DataFrame."""
 
@@ -63,12 +74,22 @@ class Validator:
         source = self.ctx.data_sources.add_pandas("energy_btgm")
         self._batches = {}
         self._suites = {}
-        for name, exps in ((READINGS_SUITE, _readings_expectations(gx, max_kwh)), (CURVES_SUITE, _curves_expectations(gx, T))):
+        for name, exps in ((READINGS_SUITE, _readings_expectations(gx, max_kwh)), (CURVES_SUITE, _curves_expectations(gx, T)),
+                           (BANK_SUITE, _bank_expectations(gx))):
             suite = gx.ExpectationSuite(name=name, meta={"version": int(name.rsplit("v", 1)[1])})
             for e in exps:
                 suite.add_expectation(e)
             self._suites[name] = self.ctx.suites.add(suite)
             self._batches[name] = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+
+    _shared = None
+
+    @classmethod
+    def shared(cls) -> "Validator":
+        """One validator per process for suites whose thresholds do not depend on the data (banks)."""
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
 
     def validate(self, suite: str, df: pd.DataFrame) -> dict:
         batch = self._batches[suite].get_batch(batch_parameters={"dataframe": df})

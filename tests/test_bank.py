@@ -47,3 +47,14 @@ def test_export_formats_load_in_pandas(sample_bank, tmp_path, cli_exe, fmt):
         first = t[t["scenario_id"] == t["scenario_id"].iloc[0]]
         assert first["timestamp"].iloc[0] == pd.Timestamp("2024-01-01") and first["timestamp"].diff().iloc[1] == pd.Timedelta("30min")
         np.testing.assert_allclose(first["load_kw"].to_numpy(), X[0], atol=1e-3)
+
+
+def test_bank_suite_rejects_a_bad_bank():
+    from energy_btgm.sample import curves_table, validate_bank
+
+    X = np.random.default_rng(0).uniform(1, 5, (6, 336))
+    good = curves_table(X, X.max(1) * 3, 10)
+    assert validate_bank(good)["success"]
+    X[2, 7] = np.nan
+    with pytest.raises(ValueError, match="bank-v1.*curve_finite"):
+        validate_bank(curves_table(X, np.full(6, 30.0), 10))
