@@ -33,6 +33,9 @@ from energy_btgm.store import atomic_write_bytes, atomic_write_text, sha256_file
 
 BATCH = 8192
 Z95 = float(norm.ppf(0.975))
+# an importance proposal needs no exact KL: a short search (few steps, loose tolerance) leaves most of
+# the budget to sampling
+PROPOSAL_CONFIG = TuneConfig(steps=250, max_iter=3, tol=0.1, n_norm=8192, n_eval=8192)
 
 
 @torch.no_grad()
@@ -178,7 +181,7 @@ def compare(model_dir: Path, criterion: str, levels: list[float], seconds: float
     for u in levels:
         if not 0 < u < 1:
             raise ValueError(f"--levels must lie in (0, 1), got {u}")
-    cfg = cfg or TuneConfig()
+    cfg = cfg or PROPOSAL_CONFIG
     n_group = gen.meta["group_size"]
     curves_file = Path(gen.meta.get("curves_file", ""))
     if real_test is None and curves_file.is_file():  # the real test weeks, where there are enough of them
