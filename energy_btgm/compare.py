@@ -36,6 +36,9 @@ Z95 = float(norm.ppf(0.975))
 # an importance proposal needs no exact KL: a short search (few steps, loose tolerance) leaves most of
 # the budget to sampling
 PROPOSAL_CONFIG = TuneConfig(steps=250, max_iter=3, tol=0.1, n_norm=8192, n_eval=8192)
+# defensive mixture: a share of the proposal's samples come from p itself, so that the weights
+# p / (α p + (1 − α) q̂) stay below 1/α even where the flow under-covers the tail
+DEFENSIVE_ALPHA = 0.1
 
 
 @torch.no_grad()
@@ -159,8 +162,7 @@ def run_btgm(gen, crit, u: float, seconds: float, seed: int, cfg: TuneConfig) ->
     g = torch.Generator().manual_seed(seed + 1)
     parts = {"f": [], "peak": [], "df": [], "log_w": []}
     while time.perf_counter() - t0 < seconds or not parts["f"]:
-        with torch.no_grad():
-            z, log_q, log_p = res.flow.sample(BATCH, generator=g)
+        z, log_q, log_p = res.flow.sample_defensive(BATCH, DEFENSIVE_ALPHA, generator=g)
         s = _score(gen, crit, z)
         for k in ("f", "peak", "df"):
             parts[k].append(s[k])

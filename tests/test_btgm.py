@@ -97,3 +97,15 @@ def test_search_to_a_target_mean_in_criterion_units():
     assert res.converged and float(linear(z).mean()) == pytest.approx(6.0, rel=0.03)
     with pytest.raises(ValueError, match="exactly one"):
         tune(linear, DIM, 1.0, FAST, target_mean=2.0)
+
+
+def test_log_prob_inverts_sampling_and_defensive_weights_are_bounded():
+    torch.manual_seed(0)
+    flow = LatentFlow(4, transforms=2, hidden=16)
+    for p in flow.parameters():
+        p.data.normal_(0, 0.2)
+    with torch.no_grad():
+        z, log_q, _ = flow.sample(64, generator=torch.Generator().manual_seed(1))
+        assert torch.allclose(flow.log_prob(z), log_q, atol=1e-4)
+    z, log_m, log_p = flow.sample_defensive(4096, 0.1, generator=torch.Generator().manual_seed(2))
+    assert z.shape == (4096, 4) and float((log_p - log_m).max()) <= math.log(10) + 1e-5
