@@ -24,7 +24,7 @@ from _common import report
 
 import criteria
 from energy_btgm.btgm import tune
-from energy_btgm.compare import BATCH, DEFENSIVE_ALPHA, PROPOSAL_CONFIG, _score, reference, run_rejection, weighted_estimates
+from energy_btgm.compare import BATCH, DEFENSIVE_ALPHA, PROPOSAL_CONFIG, proposal_samples, _score, reference, run_rejection, weighted_estimates
 from energy_btgm.model import load_model
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -60,7 +60,7 @@ for u in (0.9999, 0.99):
     for r in range(a.repeats):
         f, w, t1 = [], [], time.perf_counter()
         while time.perf_counter() - t1 < min(a.repeat_seconds, budget) or not f:
-            z, log_q, log_p = res.flow.sample_defensive(BATCH, DEFENSIVE_ALPHA, generator=g)
+            z, log_q, log_p = proposal_samples(res.flow, BATCH, DEFENSIVE_ALPHA, g)
             f.append(_score(gen, crit, z)["f"]), w.append(np.exp((log_p - log_q).double().numpy()))
         est = weighted_estimates(np.concatenate(f), np.concatenate(w), u, t_ref)
         estimates.append(est["exceedance"])
