@@ -160,6 +160,34 @@ def compare_flow(store: str = "data", reports: str = "reports", group_size: int 
     return path
 
 
+@flow(name="tune-all")
+def tune_all(store: str = "data", group_sizes: list[int] = [10, 100],
+             criteria_names: list[str] = ["weekly-peak", "wednesday-gap", "mae-flatness"], top_fraction: float = 0.01,
+             seed: int = 0, steps: int | None = None, n_bank: int = 10_000) -> list[str]:
+    """Tune every criterion for every group size: one task each, fanned out on the flow's task runner."""
+    from energy_btgm.train import latest_model
+
+    futures = [tune_task.submit(store, c, str(latest_model(Path(store), n)), top_fraction, None, seed, steps, n_bank)
+               for n in group_sizes for c in criteria_names]
+    summaries = [f.result() for f in futures]
+    for s in summaries:
+        _publish(s, None)
+    return [s["flow_dir"] for s in summaries]
+
+
+def with_task_runner(flow_obj, task_runner: str = "thread", dask_address: str | None = None, n_workers: int = 2):
+    """The flow with a Dask task runner (an existing cluster at ``dask_address``, or a local one) or Prefect's default."""
+    if task_runner == "thread":
+        return flow_obj
+    if task_runner != "dask":
+        raise ValueError(f"--task-runner must be thread or dask, got {task_runner!r}")
+    from prefect_dask import DaskTaskRunner
+
+    runner = DaskTaskRunner(address=dask_address) if dask_address else \
+        DaskTaskRunner(cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1, "processes": True})
+    return flow_obj.with_options(task_runner=runner)
+
+
 @flow(name="scenario-pipeline")
 def scenario_pipeline(sources: list[str] | None = None, store: str = "data", reports: str = "reports",
                       group_sizes: list[int] = [10, 100], criteria_names: list[str] = ["weekly-peak", "wednesday-gap", "mae-flatness"],

@@ -101,3 +101,35 @@ def test_failing_task_fails_the_flow_with_the_library_message(tiny_model, tmp_pa
     assert state.is_failed()
     with pytest.raises(KeyError, match="unknown criterion"):
         state.result()
+
+
+def test_dask_task_runner_on_a_two_worker_local_cluster(prefect_env, tiny_model, tmp_path):
+    env, _ = prefect_env
+    store = tmp_path / "store"
+    shutil.copytree(tiny_model, store)
+    r = subprocess.run([sys.executable, "-m", "pipelines.run", "tune-all", "--store", str(store), "--group-sizes", "10",
+                        "--criteria", "weekly-energy", "wednesday-mean", "--steps", "30", "--n-bank", "100",
+                        "--task-runner", "dask", "--workers", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for c in ("weekly-energy", "wednesday-mean"):
+        assert (store / "tuned" / f"{c}-n10" / "summary.json").exists()
+    assert "DaskTaskRunner" in r.stdout + r.stderr or "dask" in (r.stdout + r.stderr).lower()
+
+
+def test_freshness_keys_follow_the_manifests(tiny_model, tmp_path):
+    """scenario-pipeline skips a step when its output records the checksums of its current inputs."""
+    from energy_btgm.btgm import TuneConfig
+    from energy_btgm.tuning import tune_criterion
+    from pipelines.flows import _fresh_model, _fresh_tune
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_model, store)
+    tune_criterion(store, "weekly-energy", store / "models" / "vae-n10", target_kl=1.0,
+                   cfg=TuneConfig(transforms=2, hidden=16, steps=20, n_norm=4096, n_eval=4096, max_iter=2), n_bank=50)
+    assert _fresh_model(store, 10) and _fresh_tune(store, "weekly-energy", 10)
+    assert not _fresh_tune(store, "wednesday-gap", 10)  # never tuned: must run
+    with open(store / "curves" / "groups-n10.parquet", "ab") as fh:  # the curves changed: the model is stale
+        fh.write(b"\0")
+    assert not _fresh_model(store, 10)
+    (store / "models" / "vae-n10" / "weights.pt").write_bytes(b"retrained")  # a new model: the tune is stale
+    assert not _fresh_tune(store, "weekly-energy", 10)
