@@ -84,7 +84,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     sources = args.sources or [str(store_root(args.store) / "raw" / "synthetic" / "readings")]
     try:
-        m = ingest(sources, store_root(args.store), cfg, reports=Path(args.reports), progress=not args.quiet)
+        m = ingest(sources, store_root(args.store), cfg, reports=Path(args.reports), progress=not args.quiet,
+                   partitions=args.partitions)
     except InputError as e:
         raise UsageError(str(e)) from None
     c = m["counts"]
@@ -322,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delimiter", default=None, help="CSV delimiter (default: ',' or ';' for wide)")
     p.add_argument("--max-kwh-per-30min", type=float, default=10.0, help="plausibility bound, scaled by the interval (default: 10)")
     p.add_argument("--max-gap-h", type=float, default=2.0, help="fill gaps up to this many hours linearly (default: 2)")
+    p.add_argument("--partitions", type=int, default=None,
+                   help="split households into this many partitions, cleaned in parallel (default: one per ~2 M rows)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_ingest)
 

@@ -203,7 +203,8 @@ def compare(model_dir: Path, criterion: str, levels: list[float], seconds: float
             real_test = crit(torch.as_tensor(test.attrs["curves_kw"])).numpy()
     ref = reference(gen, criterion, cache_dir, n=n_reference, progress=progress)
     rs, rs_seconds, rs_n = run_rejection(gen, crit, seconds, seed)
-    result = {"criterion": criterion, "unit": crit.unit, "model": str(model_dir), "group_size": n_group, "seconds_budget": seconds,
+    result = {"criterion": criterion, "unit": crit.unit, "model": str(model_dir),
+              "model_sha256": sha256_file(Path(model_dir) / "weights.pt"), "group_size": n_group, "seconds_budget": seconds,
               "seed": seed, "reference_samples": len(ref["f"]), "levels": {}}
     rate = rs_n / rs_seconds  # curves per second on p
     bulk = _df_admd(ref["df"], ref["peak"], n_group, np.ones(len(ref["df"]), bool))

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 import zoneinfo
@@ -37,7 +38,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from energy_btgm.readers import InputError, bucket_of, check_file, read_raw
-from energy_btgm.store import atomic_dir, atomic_write_bytes, code_version, sha256_file
+from energy_btgm.store import atomic_dir, atomic_write_bytes, atomic_write_text, code_version, replace_dir, sha256_file
 
 NS_MIN = 60_000_000_000
 RES_MIN = {"15min": 15, "30min": 30, "60min": 60}
@@ -368,41 +369,17 @@ _VALIDATOR = None
 
 
 def _init_worker(validate: bool, max_kwh: float) -> None:
-    """Pool initialiser: build the GE context once per worker (it costs seconds; it overlaps pass 1)."""
+    """Build the GE context once per process (it costs seconds); a pool initialiser, so that it overlaps pass 1."""
     global _VALIDATOR
-    if validate:
+    if validate and (_VALIDATOR is None or _VALIDATOR.max_kwh != max_kwh):
         from energy_btgm.validation import Validator
 
         _VALIDATOR = Validator(max_kwh=max_kwh)
 
 
-def _process_bucket(bucket: Path, cfg: IngestConfig, sources: list[str], out_dir: Path):
-    """Clean, validate and write one bucket. Returns (coverage, quarantine table, counts, GE result, rows, filled)."""
-    from energy_btgm.validation import READINGS_SUITE, readings_frame_for_suite
-
-    quarantine, counts = _Quarantine(), Counter()
-    with pa.memory_map(str(bucket)) as src:
-        df = ipc.open_file(src).read_all().to_pandas()
-    clean, cov = _clean_bucket(df, cfg, sources, quarantine, counts)
-    del df
-    result = None
-    if len(clean):
-        if _VALIDATOR is not None:
-            result = _VALIDATOR.validate(READINGS_SUITE, readings_frame_for_suite(clean))
-        part = out_dir / f"bucket={bucket.stem.split('-')[1]}"
-        part.mkdir()
-        pq.write_table(pa.Table.from_pandas(clean, preserve_index=False), part / "part-0.parquet", compression="zstd")
-    return cov, quarantine.table(), quarantine.counts, counts, result, len(clean), int(clean["filled"].sum()) if len(clean) else 0
-
-
-def ingest(sources: list[Path], store: Path, cfg: IngestConfig, reports: Path = Path("reports"),
-           progress: bool = False, validate: bool = True) -> dict:
-    """Ingest ``sources`` into ``<store>/readings`` and ``<store>/quarantine``; return the manifest."""
-    cfg.validate()
-    t0 = time.perf_counter()
-    sources = [Path(s) for s in sources]
+def _resolve_sources(sources: list[Path]) -> list[Path]:
     files = []
-    for s in sources:
+    for s in map(Path, sources):
         if s.is_dir():
             found = sorted(p for p in s.rglob("*") if p.is_file() and p.name.endswith((".csv", ".csv.gz", ".parquet", ".txt")))
             if not found:
@@ -412,23 +389,167 @@ def ingest(sources: list[Path], store: Path, cfg: IngestConfig, reports: Path = 
             raise InputError(f"{s}: no such file or folder")
         else:
             files.append(s)
+    return files
+
+
+def _write_parquet(path: Path, table: pa.Table) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def _auto_partitions(files: list[Path]) -> int:
+    """One partition per ~``BUCKET_ROWS`` rows, estimated from the files' sizes."""
+    bytes_per_row = 6 if files[0].suffix == ".parquet" else 40
+    return max(1, math.ceil(sum(f.stat().st_size for f in files) / bytes_per_row / BUCKET_ROWS))
+
+
+def stage(sources: list[Path], store: Path, cfg: IngestConfig, partitions: int | None = None,
+          progress: bool = False) -> dict:
+    """Pass 1: check the sources and spill their rows into partitions of households (by meter-id hash).
+
+    Returns the plan (also written to ``<staging>/plan.json``): the staging folder under the store, the
+    partition names for ``clean_partition`` and the rows read. ``partitions`` defaults to one per ~2 M rows.
+    """
+    cfg.validate()
+    t0 = time.perf_counter()
+    files = _resolve_sources(sources)
     for f in files:  # file-level errors before any work
         check_file(f, cfg.fmt, meter_col=cfg.meter_col, time_col=cfg.time_col, value_col=cfg.value_col, delimiter=cfg.delimiter)
-    total_bytes = sum(f.stat().st_size for f in files)
-    bytes_per_row = 6 if files[0].suffix == ".parquet" else 40
-    k = max(1, math.ceil(total_bytes / bytes_per_row / BUCKET_ROWS))
-    quarantine = _Quarantine()
-    counts: Counter = Counter()
+    if partitions is not None and partitions < 1:
+        raise ValueError(f"--partitions must be at least 1, got {partitions}")
+    k = partitions or _auto_partitions(files)
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    staging = Path(tempfile.mkdtemp(prefix=".ingest-", dir=store))
+    try:
+        for sub in ("spill", "readings", "parts"):
+            (staging / sub).mkdir()
+        quarantine = _Quarantine()
+        bar = None
+        if progress:
+            from tqdm import tqdm
 
-        bar = tqdm(desc="ingest: read", unit=" rows", unit_scale=True)
-    # pass 2 runs in worker processes when there are several buckets; they start now, so that their
-    # imports and GE contexts are built while pass 1 reads
-    workers = min(2, os.cpu_count() or 1, k)
+            bar = tqdm(desc="ingest: read", unit=" rows", unit_scale=True)
+        try:
+            rows_in = _spill(files, cfg, staging / "spill", k, quarantine, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        _write_parquet(staging / "parts" / "read-quarantine.parquet", quarantine.table())
+        plan = {"staging": str(staging), "config": dataclasses.asdict(cfg), "files": [str(f) for f in files],
+                "rows_in": rows_in, "read_quarantine_counts": dict(quarantine.counts),
+                "partitions": sorted(p.stem for p in (staging / "spill").glob("bucket-*.arrow")),
+                "read_seconds": round(time.perf_counter() - t0, 2)}
+        atomic_write_text(staging / "plan.json", json.dumps(plan, indent=1))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return plan
+
+
+def clean_partition(staging: Path, partition: str, validate: bool = True) -> dict:
+    """Pass 2 on one partition (all rows of its households): clean, validate with ``readings-v1``, write its
+    readings and quarantine under the staging folder. Idempotent, so a retried task redoes it cleanly."""
+    from energy_btgm.validation import READINGS_SUITE, readings_frame_for_suite
+
+    staging = Path(staging)
+    plan = json.loads((staging / "plan.json").read_text())
+    cfg = IngestConfig(**plan["config"])
+    quarantine, counts = _Quarantine(), Counter()
+    with pa.memory_map(str(staging / "spill" / f"{partition}.arrow")) as src:
+        df = ipc.open_file(src).read_all().to_pandas()
+    clean, cov = _clean_bucket(df, cfg, plan["files"], quarantine, counts)
+    del df
+    result = None
+    part = staging / "readings" / f"bucket={partition.split('-')[1]}"
+    shutil.rmtree(part, ignore_errors=True)
+    if len(clean):
+        if validate:
+            _init_worker(True, cfg.max_kwh_per_30min * 2)
+            result = _VALIDATOR.validate(READINGS_SUITE, readings_frame_for_suite(clean))
+        with atomic_dir(part, overwrite=True) as tmp:
+            pq.write_table(pa.Table.from_pandas(clean, preserve_index=False), tmp / "part-0.parquet", compression="zstd")
+    _write_parquet(staging / "parts" / f"{partition}-quarantine.parquet", quarantine.table())
+    out = {"partition": partition, "coverage": cov, "quarantine_counts": dict(quarantine.counts), "counts": dict(counts),
+           "validation": result, "rows_kept": sum(c["rows_kept"] for c in cov), "rows_quarantined": len(quarantine.table()),
+           "rows_out": len(clean), "rows_filled": int(clean["filled"].sum()) if len(clean) else 0}
+    atomic_write_text(staging / "parts" / f"{partition}.json", json.dumps(out, default=str))
+    return {k: out[k] for k in ("partition", "rows_kept", "rows_quarantined")}
+
+
+def finish(staging: Path, store: Path, reports: Path = Path("reports"), validate: bool = True) -> dict:
+    """Gather the cleaned partitions into ``<store>/readings`` (replaced atomically), write the quarantine file,
+    the validation results and the manifest; remove the staging folder. Returns the manifest."""
+    from energy_btgm.validation import READINGS_SUITE
+
+    staging, store = Path(staging), Path(store)
+    plan = json.loads((staging / "plan.json").read_text())
+    missing = [p for p in plan["partitions"] if not (staging / "parts" / f"{p}.json").exists()]
+    if missing:
+        raise RuntimeError(f"{staging}: partitions {missing[:5]} were not cleaned; run clean_partition on them first")
+    parts = [json.loads((staging / "parts" / f"{p}.json").read_text()) for p in plan["partitions"]]
+    q = pa.concat_tables([pq.read_table(staging / "parts" / "read-quarantine.parquet")] +
+                         [pq.read_table(staging / "parts" / f"{p}-quarantine.parquet") for p in plan["partitions"]])
+    qcounts = Counter(plan["read_quarantine_counts"])
+    counts: Counter = Counter()
+    for p in parts:
+        qcounts.update(p["quarantine_counts"])
+        counts.update(p["counts"])
+    coverage = [c for p in parts for c in p["coverage"]]
+    rows_in, rows_q, rows_kept = plan["rows_in"], q.num_rows, sum(p["rows_kept"] for p in parts)
+    qpath = store / "quarantine" / "readings-quarantine.parquet"
+    _write_parquet(qpath, q)
+    validation = None
+    if validate:
+        from energy_btgm.validation import write_results
+
+        vpath = Path(reports) / "validation" / "readings.json"
+        validation = write_results(vpath, READINGS_SUITE, [p["validation"] for p in parts if p["validation"] is not None])
+        validation["result_file"] = str(vpath)
+    files = [Path(f) for f in plan["files"]]
+    times = [(c["first"], c["last"]) for c in coverage]
+    manifest = {
+        "produced_by": f"energy-btgm {code_version()} ingest",
+        "config": plan["config"],
+        "sources": [{"path": str(f), "sha256": sha256_file(f), "bytes": f.stat().st_size} for f in files],
+        "partitions": len(parts),
+        "counts": {"rows_in": rows_in, "rows_kept": rows_kept, "rows_quarantined": rows_q,
+                   "quarantined_by_reason": dict(sorted(qcounts.items())),
+                   "exact_duplicates_dropped": qcounts.get("exact_duplicate", 0),
+                   "rows_repaired_filled": sum(p["rows_filled"] for p in parts), "rows_out": sum(p["rows_out"] for p in parts),
+                   "dst_ambiguous_resolved": counts["dst_ambiguous_resolved"],
+                   "dst_nonexistent_shifted": counts["dst_nonexistent_shifted"]},
+        "balanced": rows_in == rows_kept + rows_q,
+        "meters": len(coverage),
+        "date_range": [min(a for a, _ in times), max(b for _, b in times)] if times else None,
+        "coverage": coverage,
+        "quarantine_file": str(qpath),
+        "validation": validation,
+    }
+    if not manifest["balanced"]:
+        raise RuntimeError(f"row accounting broken: {rows_in} in != {rows_kept} kept + {rows_q} quarantined; please report this")
+    if validation is not None and not validation["success"]:
+        raise InputError(f"the readings failed validation suite {READINGS_SUITE} after cleaning; "
+                         f"see {validation['result_file']} for the failing expectations")
+    (staging / "readings" / "_manifest.json").write_text(json.dumps(manifest, indent=1))
+    replace_dir(staging / "readings", store / "readings")
+    shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def ingest(sources: list[Path], store: Path, cfg: IngestConfig, reports: Path = Path("reports"),
+           progress: bool = False, validate: bool = True, partitions: int | None = None) -> dict:
+    """Ingest ``sources`` into ``<store>/readings`` and ``<store>/quarantine``; return the manifest.
+
+    ``stage`` → ``clean_partition`` per partition (in 2 worker processes when there are several) → ``finish``.
+    The Prefect flow ``ingest-meters`` runs the same three steps as tasks, one per partition.
+    """
+    cfg.validate()
+    t0 = time.perf_counter()
+    # the workers start before pass 1, so that their imports and GE contexts are built while it reads
+    partitions = partitions or _auto_partitions(_resolve_sources(sources))
+    workers = min(2, os.cpu_count() or 1, partitions)
     pool = None
     if workers > 1:
         import concurrent.futures
@@ -437,84 +558,35 @@ def ingest(sources: list[Path], store: Path, cfg: IngestConfig, reports: Path = 
         pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                                       initializer=_init_worker, initargs=(validate, cfg.max_kwh_per_30min * 2))
         for _ in range(workers):
-            pool.submit(os.getpid)  # start the workers now
-    else:
+            pool.submit(os.getpid)
+    else:  # a fresh context for this run in this process
+        global _VALIDATOR
+        _VALIDATOR = None
         _init_worker(validate, cfg.max_kwh_per_30min * 2)
-    results, coverage = [], []
-    rows_out = rows_filled = 0
-    with tempfile.TemporaryDirectory(prefix="ingest-", dir=store) as spill_dir, \
-            atomic_dir(store / "readings", overwrite=True) as out_dir:
-        spill = Path(spill_dir)
-        try:
-            rows_in = _spill(files, cfg, spill, k, quarantine, bar)
-        finally:
-            if bar is not None:
-                bar.close()
-        buckets = sorted(spill.glob("bucket-*.arrow"))
-        from energy_btgm.validation import READINGS_SUITE
+    plan = None
+    try:
+        plan = stage(sources, store, cfg, partitions=partitions, progress=progress)
+        staging, names = Path(plan["staging"]), plan["partitions"]
+        if pool is not None:
+            outcomes = pool.map(clean_partition, [staging] * len(names), names, [validate] * len(names))
+        else:
+            outcomes = (clean_partition(staging, n, validate) for n in names)
+        if progress:
+            from tqdm import tqdm
 
-        src_names = [str(f) for f in files]
-        try:
-            if pool is not None:
-                futures = [pool.submit(_process_bucket, b, cfg, src_names, out_dir) for b in buckets]
-                outcomes = (f.result() for f in futures)
-            else:
-                outcomes = (_process_bucket(b, cfg, src_names, out_dir) for b in buckets)
-            if progress:
-                from tqdm import tqdm
-
-                outcomes = tqdm(outcomes, total=len(buckets), desc="ingest: clean+validate", unit=" bucket")
-            for cov, qtable, qcounts, bcounts, result, n_out, n_filled in outcomes:
-                coverage += cov
-                quarantine.batches.append(qtable)
-                quarantine.counts.update(qcounts)
-                counts.update(bcounts)
-                if result is not None:
-                    results.append(result)
-                rows_out += n_out
-                rows_filled += n_filled
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-        q = quarantine.table()
-        rows_q = q.num_rows
-        rows_kept = sum(c["rows_kept"] for c in coverage)
-        qpath = store / "quarantine" / "readings-quarantine.parquet"
-        sink = pa.BufferOutputStream()
-        pq.write_table(q, sink, compression="zstd")
-        atomic_write_bytes(qpath, sink.getvalue().to_pybytes())
-        validation = None
-        if validate:
-            from energy_btgm.validation import write_results
-
-            vpath = Path(reports) / "validation" / "readings.json"
-            validation = write_results(vpath, READINGS_SUITE, results)
-            validation["result_file"] = str(vpath)
-        times = [(c["first"], c["last"]) for c in coverage]
-        manifest = {
-            "produced_by": f"energy-btgm {code_version()} ingest",
-            "config": dataclasses.asdict(cfg),
-            "sources": [{"path": str(f), "sha256": sha256_file(f), "bytes": f.stat().st_size} for f in files],
-            "counts": {"rows_in": rows_in, "rows_kept": rows_kept, "rows_quarantined": rows_q,
-                       "quarantined_by_reason": dict(sorted(quarantine.counts.items())),
-                       "exact_duplicates_dropped": quarantine.counts.get("exact_duplicate", 0),
-                       "rows_repaired_filled": rows_filled, "rows_out": rows_out,
-                       "dst_ambiguous_resolved": counts["dst_ambiguous_resolved"],
-                       "dst_nonexistent_shifted": counts["dst_nonexistent_shifted"]},
-            "balanced": rows_in == rows_kept + rows_q,
-            "meters": len(coverage),
-            "date_range": [min(a for a, _ in times), max(b for _, b in times)] if times else None,
-            "coverage": coverage,
-            "quarantine_file": str(qpath),
-            "validation": validation,
-            "seconds": round(time.perf_counter() - t0, 2),
-        }
-        if not manifest["balanced"]:
-            raise RuntimeError(f"row accounting broken: {rows_in} in != {rows_kept} kept + {rows_q} quarantined; please report this")
-        if validation is not None and not validation["success"]:
-            raise InputError(f"the readings failed validation suite {READINGS_SUITE} after cleaning; "
-                             f"see {validation['result_file']} for the failing expectations")
-        (out_dir / "_manifest.json").write_text(json.dumps(manifest, indent=1))
+            outcomes = tqdm(outcomes, total=len(names), desc="ingest: clean+validate", unit=" partition")
+        for _ in outcomes:
+            pass
+        manifest = finish(staging, store, reports, validate)
+    except BaseException:
+        if plan is not None:
+            shutil.rmtree(plan["staging"], ignore_errors=True)
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    manifest["seconds"] = round(time.perf_counter() - t0, 2)
+    atomic_write_text(Path(store) / "readings" / "_manifest.json", json.dumps(manifest, indent=1))
     return manifest
 
 

@@ -45,16 +45,22 @@ def atomic_dir(dest: Path, overwrite: bool = False):
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
         yield tmp
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            dest.rename(old)
-            tmp.rename(dest)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(dest)
+        replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_dir(src: Path, dest: Path) -> None:
+    """Move the finished folder ``src`` to ``dest`` by renames, replacing what was there (same file system)."""
+    src, dest = Path(src), Path(dest)
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        dest.rename(old)
+        src.rename(dest)
+        shutil.rmtree(old)
+    else:
+        src.rename(dest)
 
 
 def atomic_write_bytes(dest: Path, data: bytes) -> Path:

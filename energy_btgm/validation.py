@@ -69,6 +69,7 @@ class Validator:
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         self.gx = gx
+        self.max_kwh = max_kwh
         self.ctx = gx.get_context(mode="ephemeral")
         self.ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
         source = self.ctx.data_sources.add_pandas("energy_btgm")

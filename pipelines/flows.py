@@ -20,13 +20,31 @@ from energy_btgm.store import sha256_file
 
 
 @task(retries=2, retry_delay_seconds=5)
-def ingest_task(sources: list[str], store: str, reports: str, fmt: str, tz: str) -> str:
-    """Ingest meter files into <store>/readings; returns the manifest path."""
-    from energy_btgm.ingest import IngestConfig, ingest
+def stage_task(sources: list[str], store: str, fmt: str, tz: str, partitions: int | None) -> dict:
+    """Read the meter files and spill their rows into partitions of households; returns the plan."""
+    from energy_btgm.ingest import IngestConfig, stage
 
-    m = ingest([Path(s) for s in sources], Path(store), IngestConfig(fmt=fmt, tz=tz), reports=Path(reports))
-    get_run_logger().info("ingest: %s rows in = %s kept + %s quarantined", m["counts"]["rows_in"],
-                          m["counts"]["rows_kept"], m["counts"]["rows_quarantined"])
+    plan = stage([Path(s) for s in sources], Path(store), IngestConfig(fmt=fmt, tz=tz), partitions=partitions)
+    get_run_logger().info("ingest: %s rows read into %s partitions", plan["rows_in"], len(plan["partitions"]))
+    return plan
+
+
+@task(retries=2, retry_delay_seconds=5)
+def clean_partition_task(staging: str, partition: str) -> dict:
+    """Clean and validate one partition of households (a separate task each, so they fan out)."""
+    from energy_btgm.ingest import clean_partition
+
+    return clean_partition(Path(staging), partition)
+
+
+@task(retries=2, retry_delay_seconds=5)
+def finish_ingest_task(staging: str, store: str, reports: str) -> str:
+    """Gather the partitions into <store>/readings; returns the manifest path."""
+    from energy_btgm.ingest import finish
+
+    m = finish(Path(staging), Path(store), Path(reports))
+    get_run_logger().info("ingest: %s rows in = %s kept + %s quarantined (%s partitions)", m["counts"]["rows_in"],
+                          m["counts"]["rows_kept"], m["counts"]["rows_quarantined"], m["partitions"])
     return str(Path(store) / "readings" / "_manifest.json")
 
 
@@ -40,11 +58,12 @@ def curves_task(store: str, reports: str, group_sizes: list[int], draws: int, se
 
 
 @task
-def train_task(store: str, group_size: int, epochs: int, seed: int) -> str:
-    """Train the VAE for one group size; returns the model directory."""
+def train_task(store: str, group_size: int, epochs: int, seed: int, options: dict | None = None) -> str:
+    """Train the VAE for one group size (``options``: other TrainConfig fields); returns the model directory."""
     from energy_btgm.train import TrainConfig, train
 
-    return str(train(Path(store), TrainConfig(group_size=group_size, epochs=epochs, seed=seed)))
+    cfg = TrainConfig(**{**(options or {}), "group_size": group_size, "epochs": epochs, "seed": seed})
+    return str(train(Path(store), cfg))
 
 
 @task
@@ -61,11 +80,15 @@ def tune_task(store: str, criterion: str, model: str, top_fraction: float | None
 
 @task
 def compare_task(store: str, reports: str, model: str, criterion: str, levels: list[float], seconds: float,
-                 reference_samples: int) -> str:
-    from energy_btgm.compare import compare
+                 reference_samples: int, proposal_steps: int | None = None) -> str:
+    """Rejection sampling vs BTGM at an equal budget (``proposal_steps``: the flow's steps per β stage)."""
+    import dataclasses
 
+    from energy_btgm.compare import PROPOSAL_CONFIG, compare
+
+    cfg = PROPOSAL_CONFIG if proposal_steps is None else dataclasses.replace(PROPOSAL_CONFIG, steps=proposal_steps)
     out = Path(reports) / "compare" / f"{criterion}-n{json.loads((Path(model) / 'model.json').read_text())['group_size']}"
-    compare(Path(model), criterion, levels, seconds, out, Path(store) / "reference", n_reference=reference_samples)
+    compare(Path(model), criterion, levels, seconds, out, Path(store) / "reference", n_reference=reference_samples, cfg=cfg)
     return str(out / "compare.json")
 
 
@@ -77,6 +100,18 @@ def report_task(store: str, reports: str, run: str) -> str:
 
 
 # --- freshness: the manifests are the cache keys -----------------------------------------------
+
+def _fresh_readings(store: Path, sources: list[str], fmt: str, tz: str) -> bool:
+    from energy_btgm.ingest import _resolve_sources
+
+    m = store / "readings" / "_manifest.json"
+    if not m.exists():
+        return False
+    man = json.loads(m.read_text())
+    files = _resolve_sources([Path(x) for x in sources])
+    return (man["config"]["fmt"], man["config"]["tz"]) == (fmt, tz) and \
+        sorted((x["path"], x["sha256"]) for x in man["sources"]) == sorted((str(f), sha256_file(f)) for f in files)
+
 
 def _fresh_curves(store: Path) -> bool:
     m = store / "curves" / "_manifest.json"
@@ -92,6 +127,14 @@ def _fresh_model(store: Path, n: int) -> bool:
 def _fresh_tune(store: Path, criterion: str, n: int) -> bool:
     s, w = store / "tuned" / f"{criterion}-n{n}" / "summary.json", store / "models" / f"vae-n{n}" / "weights.pt"
     return s.exists() and w.exists() and json.loads(s.read_text()).get("model_sha256") == sha256_file(w)
+
+
+def _fresh_compare(path: Path, model: Path, criterion: str, levels: list[float], seconds: float) -> bool:
+    if not path.exists() or not (model / "weights.pt").exists():
+        return False
+    c = json.loads(path.read_text())
+    return (c.get("model_sha256"), c["criterion"], sorted(map(float, c["levels"])), c["seconds_budget"]) == \
+        (sha256_file(model / "weights.pt"), criterion, sorted(levels), seconds)
 
 
 def _publish(summary: dict, report: str | None) -> None:
@@ -113,8 +156,17 @@ def _publish(summary: dict, report: str | None) -> None:
 
 @flow(name="ingest-meters")
 def ingest_meters(sources: list[str], store: str = "data", reports: str = "reports", fmt: str = "long",
-                  tz: str = "Europe/Paris") -> str:
-    return ingest_task(sources, store, reports, fmt, tz)
+                  tz: str = "Europe/Paris", partitions: int | None = None) -> str:
+    """Read → clean each partition of households as its own task (on the flow's task runner) → gather."""
+    return _ingest(sources, store, reports, fmt, tz, partitions)
+
+
+def _ingest(sources, store, reports, fmt, tz, partitions) -> str:
+    """The ingest tasks, submitted on the calling flow's task runner (Dask workers need the store on a shared path)."""
+    plan = stage_task(sources, store, fmt, tz, partitions)
+    for f in clean_partition_task.map(plan["staging"], plan["partitions"]):
+        f.result()
+    return finish_ingest_task(plan["staging"], store, reports)
 
 
 @flow(name="build-curves")
@@ -124,8 +176,8 @@ def build_curves(store: str = "data", reports: str = "reports", group_sizes: lis
 
 
 @flow(name="train-vae")
-def train_vae(store: str = "data", group_size: int = 10, epochs: int = 60, seed: int = 0) -> str:
-    return train_task(store, group_size, epochs, seed)
+def train_vae(store: str = "data", group_size: int = 10, epochs: int = 60, seed: int = 0, options: dict | None = None) -> str:
+    return train_task(store, group_size, epochs, seed, options)
 
 
 @flow(name="btgm-tune")
@@ -189,32 +241,44 @@ def with_task_runner(flow_obj, task_runner: str = "thread", dask_address: str | 
 
 
 @flow(name="scenario-pipeline")
-def scenario_pipeline(sources: list[str] | None = None, store: str = "data", reports: str = "reports",
-                      group_sizes: list[int] = [10, 100], criteria_names: list[str] = ["weekly-peak", "wednesday-gap", "mae-flatness"],
-                      top_fraction: float = 0.01, draws: int = 200, epochs: int = 60, seed: int = 0,
-                      compare_seconds: float = 20.0, reference_samples: int = 2_000_000) -> str:
-    """ingest → curves → train → tune → compare → report, skipping steps whose inputs are unchanged."""
+def scenario_pipeline(sources: list[str] | None = None, store: str = "data", reports: str = "reports", fmt: str = "long",
+                      tz: str = "Europe/Paris", partitions: int | None = None, group_sizes: list[int] = [10, 100],
+                      criteria_names: list[str] = ["weekly-peak", "wednesday-gap", "mae-flatness"],
+                      top_fraction: float = 0.01, draws: int = 200, epochs: int = 60, train_options: dict | None = None,
+                      tune_steps: int | None = None, n_bank: int = 10_000, seed: int = 0, compare_seconds: float = 20.0,
+                      reference_samples: int = 2_000_000) -> dict:
+    """ingest → curves → train → tune → compare → report; a step runs only when its output is missing or stale
+    (its manifest does not record the current inputs' checksums and config), so a rerun after a failure
+    redoes only what failed and what depends on it. Returns the report path and which steps ran or were skipped."""
     log = get_run_logger()
     s = Path(store)
-    if sources:
-        ingest_task(sources, store, reports, "long", "Europe/Paris")
-    if _fresh_curves(s):
-        log.info("curves up to date with the readings: skipped")
-    else:
+    ran, skipped = [], []
+
+    def step(name: str, fresh: bool) -> bool:
+        (skipped if fresh else ran).append(name)
+        log.info("%s: %s", name, "up to date with its inputs, skipped" if fresh else "runs")
+        return not fresh
+
+    if sources and step("ingest", _fresh_readings(s, sources, fmt, tz)):
+        _ingest(sources, store, reports, fmt, tz, partitions)
+    if step("curves", _fresh_curves(s) and all((s / "curves" / f"groups-n{n}.parquet").exists() for n in group_sizes)):
         curves_task(store, reports, group_sizes, draws, seed)
     tunes = []
     for n in group_sizes:
-        if _fresh_model(s, n):
-            log.info("model vae-n%s up to date with its curves: skipped", n)
-        else:
-            train_task(store, n, epochs, seed)
+        if step(f"train vae-n{n}", _fresh_model(s, n)):
+            train_task(store, n, epochs, seed, train_options)
         for c in criteria_names:
-            if _fresh_tune(s, c, n):
-                log.info("%s-n%s up to date with its model: skipped", c, n)
-            else:
-                tunes.append(tune_task.submit(store, c, str(s / "models" / f"vae-n{n}"), top_fraction, None, seed, None, 10_000))
+            if step(f"tune {c}-n{n}", _fresh_tune(s, c, n)):
+                tunes.append(tune_task.submit(store, c, str(s / "models" / f"vae-n{n}"), top_fraction, None, seed,
+                                              tune_steps, n_bank))
     for t in tunes:
         _publish(t.result(), None)
-    compare_task(store, reports, str(s / "models" / f"vae-n{group_sizes[0]}"), "weekly-peak", [0.99, 0.999, 0.9999],
-                 compare_seconds, reference_samples)
-    return report_task(store, reports, "latest")
+    model, levels = s / "models" / f"vae-n{group_sizes[0]}", [0.99, 0.999, 0.9999]
+    out = Path(reports) / "compare" / f"weekly-peak-n{group_sizes[0]}" / "compare.json"
+    if step("compare", _fresh_compare(out, model, "weekly-peak", levels, compare_seconds)):
+        compare_task(store, reports, str(model), "weekly-peak", levels, compare_seconds, reference_samples, tune_steps)
+    report = report_task(store, reports, "latest")
+    create_markdown_artifact(markdown=f"### scenario-pipeline\n\nRan: {', '.join(ran) or '-'}  \n"
+                                      f"Skipped (up to date): {', '.join(skipped) or '-'}  \nReport: `{report}`",
+                             key="scenario-pipeline", description="steps run and the report")
+    return {"report": report, "ran": ran, "skipped": skipped}

@@ -153,3 +153,27 @@ def test_suite_failure_after_cleaning_fails_the_run_pointing_at_results(tmp_path
         ingest([DATA / "formats/long.csv"], tmp_path / "store", IngestConfig(), reports=tmp_path / "reports")
     assert (tmp_path / "reports" / "validation" / "readings.json").exists()
     assert not (tmp_path / "store" / "readings").exists()
+
+
+def test_partitions_staged_as_separate_steps_give_the_same_readings(tmp_path):
+    """stage → clean_partition (each partition on its own, retried once) → finish equals a one-partition ingest."""
+    from energy_btgm.ingest import clean_partition, finish, stage
+
+    src = [DATA / "bad" / "conflicting_duplicates.csv", DATA / "formats" / "long.csv"]
+    one = ingest(src, tmp_path / "one", IngestConfig(), reports=tmp_path / "r1", validate=False, partitions=1)
+    plan = stage(src, tmp_path / "many", IngestConfig(), partitions=4)
+    assert len(plan["partitions"]) >= 2 and plan["rows_in"] == one["counts"]["rows_in"]
+    with pytest.raises(RuntimeError, match="were not cleaned"):
+        finish(plan["staging"], tmp_path / "many", tmp_path / "r2", validate=False)
+    kept = 0
+    for name in plan["partitions"]:
+        clean_partition(plan["staging"], name, validate=False)
+        kept += clean_partition(plan["staging"], name, validate=False)["rows_kept"]  # a retry redoes it cleanly
+    many = finish(plan["staging"], tmp_path / "many", tmp_path / "r2", validate=False)
+    assert many["partitions"] == len(plan["partitions"]) and many["counts"] == one["counts"] and kept == many["counts"]["rows_kept"]
+    assert not Path(plan["staging"]).exists()
+    a, b = (pd.read_parquet(tmp_path / s / "readings").drop(columns="bucket")
+            .sort_values(["meter_id", "timestamp"], ignore_index=True) for s in ("one", "many"))
+    pd.testing.assert_frame_equal(a, b)
+    qa, qb = (pd.read_parquet(m["quarantine_file"]).sort_values(["source_file", "line"], ignore_index=True) for m in (one, many))
+    pd.testing.assert_frame_equal(qa, qb)

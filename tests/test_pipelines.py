@@ -103,10 +103,18 @@ def test_failing_task_fails_the_flow_with_the_library_message(tiny_model, tmp_pa
         state.result()
 
 
-def test_dask_task_runner_on_a_two_worker_local_cluster(prefect_env, tiny_model, tmp_path):
+def test_dask_task_runner_on_a_two_worker_local_cluster(prefect_env, tiny_model, curves_store, tmp_path):
     env, _ = prefect_env
     store = tmp_path / "store"
     shutil.copytree(tiny_model, store)
+    # ingestion: households split into 3 partitions, each cleaned as its own task on the cluster
+    r = subprocess.run([sys.executable, "-m", "pipelines.run", "ingest-meters", "--sources", str(curves_store / "raw" / "synthetic" / "readings"),
+                        "--partitions", "3", "--store", str(store), "--reports", str(tmp_path / "reports"),
+                        "--task-runner", "dask", "--workers", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    m = json.loads((store / "readings" / "_manifest.json").read_text())
+    assert m["partitions"] == 3 and m["balanced"] and m["validation"]["success"]
+    assert (r.stdout + r.stderr).count("clean_partition_task") >= 3
     r = subprocess.run([sys.executable, "-m", "pipelines.run", "tune-all", "--store", str(store), "--group-sizes", "10",
                         "--criteria", "weekly-energy", "wednesday-mean", "--steps", "30", "--n-bank", "100",
                         "--task-runner", "dask", "--workers", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -133,3 +141,39 @@ def test_freshness_keys_follow_the_manifests(tiny_model, tmp_path):
     assert not _fresh_model(store, 10)
     (store / "models" / "vae-n10" / "weights.pt").write_bytes(b"retrained")  # a new model: the tune is stale
     assert not _fresh_tune(store, "weekly-energy", 10)
+
+
+def test_scenario_pipeline_rerun_after_a_failure_redoes_only_stale_steps(curves_store, tmp_path, monkeypatch):
+    """A tune step fails; the rerun skips ingest, curves and training (outputs untouched) and redoes the rest."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    import energy_btgm.tuning
+    from pipelines.flows import scenario_pipeline
+    from tests.conftest import TINY
+
+    store = tmp_path / "store"
+    kw = dict(sources=[str(curves_store / "raw" / "synthetic" / "readings")], store=str(store), reports=str(tmp_path / "reports"),
+              partitions=2, group_sizes=[10], criteria_names=["weekly-energy"], draws=40, epochs=TINY["epochs"],
+              train_options={k: v for k, v in TINY.items() if k not in ("group_size", "epochs")}, tune_steps=20,
+              n_bank=200, compare_seconds=2.0, reference_samples=20_000)
+
+    def broken(*a, **k):
+        raise RuntimeError("injected tune failure")
+
+    outputs = [store / "readings" / "_manifest.json", store / "curves" / "groups-n10.parquet", store / "models" / "vae-n10" / "weights.pt"]
+    with prefect_test_harness():
+        with monkeypatch.context() as m:
+            m.setattr(energy_btgm.tuning, "tune_criterion", broken)
+            state = scenario_pipeline(**kw, return_state=True)
+        assert state.is_failed()
+        with pytest.raises(RuntimeError, match="injected tune failure"):
+            state.result()
+        assert all(p.exists() for p in outputs) and not (store / "tuned").exists()
+        assert json.loads(outputs[0].read_text())["partitions"] == 2
+        mtimes = [p.stat().st_mtime_ns for p in outputs]
+        again = scenario_pipeline(**kw)
+        assert again["skipped"] == ["ingest", "curves", "train vae-n10"]
+        assert again["ran"] == ["tune weekly-energy-n10", "compare"]
+        assert [p.stat().st_mtime_ns for p in outputs] == mtimes
+        assert (store / "tuned" / "weekly-energy-n10" / "summary.json").exists() and Path(again["report"]).exists()
+        assert scenario_pipeline(**kw)["ran"] == []  # nothing stale any more
