@@ -24,6 +24,23 @@ def test_weighted_estimates_are_unbiased_on_a_gaussian():
     assert crude["exceedance_ci"][0] < 0.01 < crude["exceedance_ci"][1]
 
 
+def test_stratified_estimates_cover_both_modes_of_a_two_sided_tail():
+    """p = N(0,1), f = |x|: P(f ≥ 3) = 2(1 − Φ(3)) has two modes. One proposal N(3,1) finds only half of it;
+    two proposals, N(3,1) for x > 0 and N(−3,1) for x < 0 (w = 0 outside their own side), find all of it."""
+    rng = np.random.default_rng(1)
+    exact = 2 * 1.349898e-3
+    x1, x2 = rng.normal(3.0, 1.0, 100_000), rng.normal(-3.0, 1.0, 50_000)  # unequal sizes: per-group means
+    w1 = np.exp(-0.5 * x1 ** 2 + 0.5 * (x1 - 3.0) ** 2) * (x1 > 0)
+    w2 = np.exp(-0.5 * x2 ** 2 + 0.5 * (x2 + 3.0) ** 2) * (x2 < 0)
+    one = weighted_estimates(np.abs(x1), np.exp(-0.5 * x1 ** 2 + 0.5 * (x1 - 3.0) ** 2), 1 - exact, 3.0)
+    assert one["exceedance_ci"][1] < exact  # one mode: biased low, and its interval misses
+    both = weighted_estimates(np.abs(np.r_[x1, x2]), np.r_[w1, w2], 1 - exact, 3.0,
+                              group=np.r_[np.zeros(len(x1), int), np.ones(len(x2), int)])
+    assert both["exceedance"] == pytest.approx(exact, rel=0.03) and both["proposals"] == 2
+    assert both["exceedance_ci"][0] < exact < both["exceedance_ci"][1]
+    assert both["quantile"] == pytest.approx(3.0, abs=0.02) and both["quantile_ci"][0] <= 3.0 <= both["quantile_ci"][1]
+
+
 def test_compare_writes_json_with_all_methods(tiny_model, tmp_path):
     r = compare(tiny_model / "models" / "vae-n10", "weekly-peak", [0.99], seconds=3, out_dir=tmp_path,
                 cache_dir=tmp_path / "cache", n_reference=200_000, cfg=FAST)
@@ -39,3 +56,13 @@ def test_compare_writes_json_with_all_methods(tiny_model, tmp_path):
     assert len(list((tmp_path / "cache").glob("reference-*.npz"))) == 1
     with pytest.raises(ValueError, match="minimised"):
         compare(tiny_model / "models" / "vae-n10", "mae-flatness-min", [0.99], 1, tmp_path, tmp_path / "cache")
+
+
+def test_far_tail_of_the_weekly_peak_uses_one_flow_per_day(tiny_model, tmp_path):
+    """At 0.9999 the proposal is stratified by the day of the peak: 7 flows, and an estimate near the reference."""
+    r = compare(tiny_model / "models" / "vae-n10", "weekly-peak", [0.9999], seconds=8, out_dir=tmp_path,
+                cache_dir=tmp_path / "cache", n_reference=1_000_000)
+    e = r["levels"]["0.9999"]
+    assert e["btgm"]["proposals"] == 7 and e["btgm"]["decoder_evaluations"] > 0
+    assert e["reference"]["tail_samples"] >= 100
+    assert abs(e["btgm"]["exceedance"] - 1e-4) < 5 * math.sqrt(e["btgm"]["exceedance_var"]) + 2e-5
