@@ -60,9 +60,9 @@ def test_compare_writes_json_with_all_methods(tiny_model, tmp_path):
 
 def test_far_tail_of_the_weekly_peak_uses_one_flow_per_day(tiny_model, tmp_path):
     """At 0.9999 the proposal is stratified by the day of the peak: 7 flows, and an estimate near the reference."""
-    r = compare(tiny_model / "models" / "vae-n10", "weekly-peak", [0.9999], seconds=8, out_dir=tmp_path,
-                cache_dir=tmp_path / "cache", n_reference=1_000_000)
+    r = compare(tiny_model / "models" / "vae-n10", "weekly-peak", [0.9999], seconds=4, out_dir=tmp_path,
+                cache_dir=tmp_path / "cache", n_reference=400_000)
     e = r["levels"]["0.9999"]
     assert e["btgm"]["proposals"] == 7 and e["btgm"]["decoder_evaluations"] > 0
-    assert e["reference"]["tail_samples"] >= 100
+    assert e["reference"]["tail_samples"] >= 30
     assert abs(e["btgm"]["exceedance"] - 1e-4) < 5 * math.sqrt(e["btgm"]["exceedance_var"]) + 2e-5
