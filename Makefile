@@ -31,7 +31,7 @@ demo: $(STAMP)
 	  $(CLI) tune $$c --store $(STORE) --reports $(REPORTS) --group-size $$n --top-fraction 0.01 --seed 0 || exit 1; \
 	done; done
 	$(CLI) compare --store $(STORE) --reports $(REPORTS) --criterion weekly-peak --group-size 10 \
-	  --levels 0.99 0.999 0.9999 --seconds 20 --reference-samples 2000000
+	  --levels 0.99 0.999 0.9999 --seconds 60 --reference-samples 2000000
 	$(CLI) report --store $(STORE) --reports $(REPORTS) --run latest
 
 test: $(STAMP)

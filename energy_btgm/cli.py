@@ -257,6 +257,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt_ratio(r: float | None) -> str:
+    return "n/a" if r is None else f"{r:.2g}×"
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from energy_btgm.report import build
 
@@ -268,7 +272,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     for key, c in summary.get("compare", {}).items():
         for u, e in c["levels"].items():
             print(f"  {key} q{u}: reference {e['reference']['quantile']:.3f}, rejection {e['rejection']['quantile']:.3f}, "
-                  f"BTGM {e['btgm']['quantile']:.3f} {c['unit']}; variance ratio {e['variance_ratio_rejection_over_btgm']}")
+                  f"BTGM {e['btgm']['quantile']:.3f} {c['unit']}; variance ratio rejection/BTGM "
+                  f"{_fmt_ratio(e['variance_ratio_rejection_over_btgm'])}")
     print(f"report: {path.resolve()}")
     return 0
 

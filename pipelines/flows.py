@@ -204,12 +204,18 @@ def compare_flow(store: str = "data", reports: str = "reports", group_size: int 
     from energy_btgm.train import latest_model
 
     path = compare_task(store, reports, str(latest_model(Path(store), group_size)), criterion, levels, seconds, reference_samples)
+    _publish_quantiles(path)
+    return path
+
+
+def _publish_quantiles(path: str) -> None:
+    """Table artifact with the quantile and exceedance estimates of a compare.json, per level and method."""
     c = json.loads(Path(path).read_text())
     create_table_artifact(table=[{"level": u, "method": m, "quantile": round(e[m]["quantile"], 4),
+                                  "quantile_ci": [round(v, 4) for v in e[m].get("quantile_ci", [])],
                                   "exceedance": e[m]["exceedance"]} for u, e in c["levels"].items()
                                  for m in ("reference", "rejection", "btgm")],
-                          key=f"quantiles-{criterion}-n{group_size}", description="quantile estimates")
-    return path
+                          key=f"quantiles-{c['criterion']}-n{c['group_size']}", description="quantile estimates")
 
 
 @flow(name="tune-all")
@@ -245,7 +251,7 @@ def scenario_pipeline(sources: list[str] | None = None, store: str = "data", rep
                       tz: str = "Europe/Paris", partitions: int | None = None, group_sizes: list[int] = [10, 100],
                       criteria_names: list[str] = ["weekly-peak", "wednesday-gap", "mae-flatness"],
                       top_fraction: float = 0.01, draws: int = 200, epochs: int = 60, train_options: dict | None = None,
-                      tune_steps: int | None = None, n_bank: int = 10_000, seed: int = 0, compare_seconds: float = 20.0,
+                      tune_steps: int | None = None, n_bank: int = 10_000, seed: int = 0, compare_seconds: float = 60.0,
                       reference_samples: int = 2_000_000) -> dict:
     """ingest → curves → train → tune → compare → report; a step runs only when its output is missing or stale
     (its manifest does not record the current inputs' checksums and config), so a rerun after a failure
@@ -276,7 +282,8 @@ def scenario_pipeline(sources: list[str] | None = None, store: str = "data", rep
     model, levels = s / "models" / f"vae-n{group_sizes[0]}", [0.99, 0.999, 0.9999]
     out = Path(reports) / "compare" / f"weekly-peak-n{group_sizes[0]}" / "compare.json"
     if step("compare", _fresh_compare(out, model, "weekly-peak", levels, compare_seconds)):
-        compare_task(store, reports, str(model), "weekly-peak", levels, compare_seconds, reference_samples, tune_steps)
+        _publish_quantiles(compare_task(store, reports, str(model), "weekly-peak", levels, compare_seconds, reference_samples,
+                                        tune_steps))
     report = report_task(store, reports, "latest")
     create_markdown_artifact(markdown=f"### scenario-pipeline\n\nRan: {', '.join(ran) or '-'}  \n"
                                       f"Skipped (up to date): {', '.join(skipped) or '-'}  \nReport: `{report}`",
