@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     ap.add_argument("--top-fraction", type=float, default=0.01)
     ap.add_argument("--steps", type=int, default=None, help="tune: gradient steps per β stage (default: the library's)")
     ap.add_argument("--n-bank", type=int, default=10_000)
+    ap.add_argument("--compare-seconds", type=float, default=60.0, help="scenario-pipeline: budget per method and level")
     ap.add_argument("--task-runner", default="thread", choices=["thread", "dask"])
     ap.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT")
     ap.add_argument("--workers", type=int, default=2, help="local Dask cluster size when no address is given")
@@ -44,7 +45,8 @@ def main(argv=None) -> int:
     else:
         f = with_task_runner(scenario_pipeline, a.task_runner, a.dask_address, a.workers)
         out = f(sources=a.sources, partitions=a.partitions, store=a.store, reports=a.reports, group_sizes=a.group_sizes,
-                criteria_names=a.criteria, top_fraction=a.top_fraction, tune_steps=a.steps, n_bank=a.n_bank)
+                criteria_names=a.criteria, top_fraction=a.top_fraction, tune_steps=a.steps, n_bank=a.n_bank,
+                compare_seconds=a.compare_seconds)
     print(out)
     return 0
 
