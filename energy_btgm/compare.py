@@ -208,7 +208,7 @@ def train_proposal(gen: Generator, crit, u: float, cfg: TuneConfig, seed: int, s
     """Tune the proposal flow(s) to KL = −log(1 − u): one flow, or one per day of the peak (``STRATUM_CONFIG`` each)."""
     t0 = time.perf_counter()
     if stratified is None:
-        stratified = crit.name in STRATIFIED_CRITERIA and 1 - u <= STRATIFY_BELOW
+        stratified = crit.name in STRATIFIED_CRITERIA and round(1 - u, 12) <= STRATIFY_BELOW
     fns = [_stratum_criterion(crit, gen, d) for d in range(7)] if stratified else [lambda z: crit.train(gen.decode_kw(z)[0])]
     c = STRATUM_CONFIG if stratified else cfg
     flows, evals = [], 0

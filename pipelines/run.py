@@ -11,9 +11,14 @@ run in this process.
 """
 
 import argparse
+import os
 import sys
 
-from pipelines.flows import ingest_meters, scenario_pipeline, tune_all, with_task_runner
+# a one-off run starts Prefect's temporary server when no PREFECT_API_URL is set; its telemetry
+# heartbeat can race the new database and log a spurious error, so it is off unless asked for
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from pipelines.flows import ingest_meters, scenario_pipeline, tune_all, with_task_runner  # noqa: E402
 
 
 def main(argv=None) -> int:
