@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from energy_btgm.store import atomic_write_bytes
+from energy_btgm.store import atomic_write_bytes, atomic_write_parquet
 
 REQUIRED_META = ("units", "time_resolution_min", "week_convention", "model_sha256", "code_version")
 
@@ -88,10 +88,8 @@ def export(bank: Path, out: Path, fmt: str = "long-csv", week_start: str = "2024
         if fmt == "long-csv":
             data = long.to_csv(index=False, float_format="%.4f").encode()
         else:
-            sink = pa.BufferOutputStream()
             t = pa.Table.from_pandas(long, preserve_index=False)
             t = t.replace_schema_metadata({**{k: v.encode() for k, v in df.attrs["meta"].items()},
                                            "export": json.dumps({"source": str(bank), "week_start": week_start}).encode()})
-            pq.write_table(t, sink, compression="zstd")
-            data = sink.getvalue().to_pybytes()
+            return atomic_write_parquet(Path(out), t)
     return atomic_write_bytes(Path(out), data)

@@ -49,12 +49,11 @@ class LatentFlow(nn.Module):
         """(z, log|det J_g(ẑ)|) for ẑ (B, Z)."""
         return self.maf.transform().call_and_ladj(zhat)
 
-    def sample(self, n: int, generator: torch.Generator | None = None, spread: float = 1.0):
-        """(z (n, Z), log q(z) (n,), log p(z) (n,)). ``spread`` > 1 draws ẑ ~ N(0, spread²·I), a wider
-        proposal with its exact density (lighter importance weights where q̂ is too narrow)."""
-        zhat = spread * torch.randn(n, self.dim, generator=generator)
+    def sample(self, n: int, generator: torch.Generator | None = None):
+        """(z (n, Z), log q(z) (n,), log p(z) (n,))."""
+        zhat = torch.randn(n, self.dim, generator=generator)
         z, ladj = self(zhat)
-        return z, log_normal(zhat / spread) - self.dim * math.log(spread) - ladj, log_normal(z)
+        return z, log_normal(zhat) - ladj, log_normal(z)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z) of given latents (B, Z), through the inverse map (Z sequential passes per layer)."""

@@ -38,6 +38,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reports", metavar="DIR", default="reports", help="where reports go (default: reports/)")
 
 
+def _model_dir(args: argparse.Namespace, store: Path) -> Path:
+    """--model, else the store's model for --group-size (a clear error when there is none)."""
+    from energy_btgm.train import latest_model
+
+    return Path(args.model) if args.model else latest_model(store, args.group_size)
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from energy_btgm.synth import SynthConfig, generate
 
@@ -148,11 +155,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from energy_btgm.model import load_model
     from energy_btgm.sample import write_samples
-    from energy_btgm.train import latest_model
 
     store = store_root(args.store)
     try:
-        model_dir = Path(args.model) if args.model else latest_model(store, args.group_size)
+        model_dir = _model_dir(args, store)
         gen = load_model(model_dir)
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
@@ -166,12 +172,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from energy_btgm.btgm import TuneConfig
-    from energy_btgm.train import latest_model
     from energy_btgm.tuning import tune_criterion
 
     store = store_root(args.store)
     try:
-        model_dir = Path(args.model) if args.model else latest_model(store, args.group_size)
+        model_dir = _model_dir(args, store)
         bar = None
         if not args.quiet:
             from tqdm import tqdm
@@ -202,11 +207,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 def _cmd_assess(args: argparse.Namespace) -> int:
     from energy_btgm.assess import assess
-    from energy_btgm.train import latest_model
 
     store = store_root(args.store)
     try:
-        model_dir = Path(args.model) if args.model else latest_model(store, args.group_size)
+        model_dir = _model_dir(args, store)
         out = Path(args.reports) / "assess" / f"{args.criterion}-n{args.group_size}"
         r = assess(model_dir, args.criterion, out, n=args.n, seed=args.seed, variants=args.variants)
     except (ValueError, KeyError, FileNotFoundError) as e:
@@ -233,13 +237,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from energy_btgm.compare import compare
-    from energy_btgm.train import latest_model
+    from energy_btgm.compare import compare, out_dir_for
 
     store = store_root(args.store)
     try:
-        model_dir = Path(args.model) if args.model else latest_model(store, args.group_size)
-        out = Path(args.reports) / "compare" / f"{args.criterion}-n{args.group_size}"
+        model_dir = _model_dir(args, store)
+        out = out_dir_for(Path(args.reports), args.criterion, args.group_size)
         r = compare(model_dir, args.criterion, args.levels, args.seconds, out, store / "reference", seed=args.seed,
                     n_reference=args.reference_samples, progress=not args.quiet)
     except (ValueError, KeyError, FileNotFoundError) as e:

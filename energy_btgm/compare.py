@@ -50,12 +50,12 @@ STRATIFY_BELOW = 1e-3
 STRATUM_CONFIG = TuneConfig(transforms=3, hidden=64, steps=60, batch=256, max_iter=2, tol=0.3, n_norm=4096, n_eval=2048)
 
 
-def proposal_samples(flow, n: int, alpha: float, generator: torch.Generator, spread: float = 1.0):
+def proposal_samples(flow, n: int, alpha: float, generator: torch.Generator):
     """(z, log proposal density, log p) from the flow, or from the defensive mixture when alpha > 0."""
     if alpha > 0:
         return flow.sample_defensive(n, alpha, generator=generator)
     with torch.no_grad():
-        return flow.sample(n, generator=generator, spread=spread)
+        return flow.sample(n, generator=generator)
 
 
 @torch.no_grad()
@@ -118,6 +118,11 @@ def rejection_estimates(f: np.ndarray, u: float, threshold: float) -> dict:
             "exceedance_var": (k / n) * (1 - k / n) / n, "tail_samples": k, "n": n}
 
 
+def masses(w: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Each sample's share of the probability mass: its weight over the number its proposal drew."""
+    return w / np.bincount(group)[group]
+
+
 def weighted_estimates(f: np.ndarray, w: np.ndarray, u: float, threshold: float, group: np.ndarray | None = None) -> dict:
     """Importance-sampling quantile and exceedance from samples of proposals with weights w = p/q̂.
 
@@ -128,7 +133,7 @@ def weighted_estimates(f: np.ndarray, w: np.ndarray, u: float, threshold: float,
     n = len(f)
     group = np.zeros(n, np.int64) if group is None else np.asarray(group)
     sizes = np.bincount(group)
-    m = w / sizes[group]  # each sample's share of the probability mass
+    m = masses(w, group)
     ind = m * (f >= threshold)
     p_hat = float(ind.sum())
 
@@ -195,7 +200,6 @@ class Proposal:
     share: np.ndarray  # share of the samples each flow draws
     train_seconds: float
     train_evals: int
-    spread: float = 1.0  # ẑ ~ N(0, spread²·I): a wider proposal than the tuned flow
 
 
 def _stratum_criterion(crit, gen: Generator, d: int):
@@ -230,10 +234,9 @@ def sample_proposal(gen: Generator, crit, prop: Proposal, seconds: float, genera
     parts = {"f": [], "peak": [], "df": [], "w": [], "group": []}
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds or (drawn == 0).any():
-        d = int(np.argmin(np.where(prop.share > 0, drawn / np.maximum(prop.share, 1e-12), np.inf))) if (drawn > 0).all() \
-            else int(np.flatnonzero(drawn == 0)[0])
+        d = int(np.argmin(drawn / prop.share))  # the flow furthest behind its share (shares are > 0)
         n = batch if k == 1 else max(256, batch // k)
-        z, log_q, log_p = proposal_samples(prop.flows[d], n, DEFENSIVE_ALPHA, generator, prop.spread)
+        z, log_q, log_p = proposal_samples(prop.flows[d], n, DEFENSIVE_ALPHA, generator)
         s = _score(gen, crit, z)
         w = np.exp((log_p - log_q).double().numpy())
         if prop.stratified:
@@ -268,6 +271,11 @@ def run_btgm(gen, crit, u: float, seconds: float, seed: int, cfg: TuneConfig) ->
     rest = sample_proposal(gen, crit, prop, max(seconds - (time.perf_counter() - t0), 0.0), g)
     out = {k: np.concatenate([pilot[k], rest[k]]) for k in pilot}
     return out, prop.train_seconds, time.perf_counter() - t0, prop.train_evals + len(out["f"])
+
+
+def out_dir_for(reports: Path, criterion: str, group_size: int) -> Path:
+    """Where a comparison is written under the reports folder (and where ``report`` finds it)."""
+    return Path(reports) / "compare" / f"{criterion}-n{group_size}"
 
 
 def compare(model_dir: Path, criterion: str, levels: list[float], seconds: float, out_dir: Path, cache_dir: Path,
@@ -315,7 +323,7 @@ def compare(model_dir: Path, criterion: str, levels: list[float], seconds: float
         est.update(decoder_evaluations=evals, seconds=bt_seconds, train_seconds=t_train,
                    seconds_per_10k_effective_tail=t_train + 10_000 / max(ess_tail_rate, 1e-12),
                    **{f"tail_{k}": v for k, v in _df_admd(bt["df"], bt["peak"], n_group, (bt["f"] >= est["quantile"]) & (bt["w"] > 0),
-                                                                bt["w"] / np.bincount(bt["group"])[bt["group"]]).items()})
+                                                                masses(bt["w"], bt["group"])).items()})
         entry["rejection"], entry["btgm"] = rej, est
         # rejection's variance is the exact binomial one at the number of samples its budget afforded
         entry["binomial_variance_rejection"] = (1 - u) * u / rs_n

@@ -38,7 +38,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from energy_btgm.readers import InputError, bucket_of, check_file, read_raw
-from energy_btgm.store import atomic_dir, atomic_write_bytes, atomic_write_text, code_version, replace_dir, sha256_file
+from energy_btgm.store import atomic_dir, atomic_write_parquet, atomic_write_text, code_version, replace_dir, sha256_file
 
 NS_MIN = 60_000_000_000
 RES_MIN = {"15min": 15, "30min": 30, "60min": 60}
@@ -377,7 +377,8 @@ def _init_worker(validate: bool, max_kwh: float) -> None:
         _VALIDATOR = Validator(max_kwh=max_kwh)
 
 
-def _resolve_sources(sources: list[Path]) -> list[Path]:
+def resolve_sources(sources: list[Path]) -> list[Path]:
+    """The data files of ``sources`` (files, or folders searched recursively); a clear error for a missing one."""
     files = []
     for s in map(Path, sources):
         if s.is_dir():
@@ -390,12 +391,6 @@ def _resolve_sources(sources: list[Path]) -> list[Path]:
         else:
             files.append(s)
     return files
-
-
-def _write_parquet(path: Path, table: pa.Table) -> None:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
 def _auto_partitions(files: list[Path]) -> int:
@@ -413,7 +408,7 @@ def stage(sources: list[Path], store: Path, cfg: IngestConfig, partitions: int |
     """
     cfg.validate()
     t0 = time.perf_counter()
-    files = _resolve_sources(sources)
+    files = resolve_sources(sources)
     for f in files:  # file-level errors before any work
         check_file(f, cfg.fmt, meter_col=cfg.meter_col, time_col=cfg.time_col, value_col=cfg.value_col, delimiter=cfg.delimiter)
     if partitions is not None and partitions < 1:
@@ -436,7 +431,7 @@ def stage(sources: list[Path], store: Path, cfg: IngestConfig, partitions: int |
         finally:
             if bar is not None:
                 bar.close()
-        _write_parquet(staging / "parts" / "read-quarantine.parquet", quarantine.table())
+        atomic_write_parquet(staging / "parts" / "read-quarantine.parquet", quarantine.table())
         plan = {"staging": str(staging), "config": dataclasses.asdict(cfg), "files": [str(f) for f in files],
                 "rows_in": rows_in, "read_quarantine_counts": dict(quarantine.counts),
                 "partitions": sorted(p.stem for p in (staging / "spill").glob("bucket-*.arrow")),
@@ -470,7 +465,7 @@ def clean_partition(staging: Path, partition: str, validate: bool = True) -> dic
             result = _VALIDATOR.validate(READINGS_SUITE, readings_frame_for_suite(clean))
         with atomic_dir(part, overwrite=True) as tmp:
             pq.write_table(pa.Table.from_pandas(clean, preserve_index=False), tmp / "part-0.parquet", compression="zstd")
-    _write_parquet(staging / "parts" / f"{partition}-quarantine.parquet", quarantine.table())
+    atomic_write_parquet(staging / "parts" / f"{partition}-quarantine.parquet", quarantine.table())
     out = {"partition": partition, "coverage": cov, "quarantine_counts": dict(quarantine.counts), "counts": dict(counts),
            "validation": result, "rows_kept": sum(c["rows_kept"] for c in cov), "rows_quarantined": len(quarantine.table()),
            "rows_out": len(clean), "rows_filled": int(clean["filled"].sum()) if len(clean) else 0}
@@ -478,9 +473,11 @@ def clean_partition(staging: Path, partition: str, validate: bool = True) -> dic
     return {k: out[k] for k in ("partition", "rows_kept", "rows_quarantined")}
 
 
-def finish(staging: Path, store: Path, reports: Path = Path("reports"), validate: bool = True) -> dict:
+def finish(staging: Path, store: Path, reports: Path = Path("reports"), validate: bool = True,
+           started: float | None = None) -> dict:
     """Gather the cleaned partitions into ``<store>/readings`` (replaced atomically), write the quarantine file,
-    the validation results and the manifest; remove the staging folder. Returns the manifest."""
+    the validation results and the manifest; remove the staging folder. Returns the manifest (with the
+    seconds since ``started``, a ``time.perf_counter()`` value, when given)."""
     from energy_btgm.validation import READINGS_SUITE
 
     staging, store = Path(staging), Path(store)
@@ -499,7 +496,7 @@ def finish(staging: Path, store: Path, reports: Path = Path("reports"), validate
     coverage = [c for p in parts for c in p["coverage"]]
     rows_in, rows_q, rows_kept = plan["rows_in"], q.num_rows, sum(p["rows_kept"] for p in parts)
     qpath = store / "quarantine" / "readings-quarantine.parquet"
-    _write_parquet(qpath, q)
+    atomic_write_parquet(qpath, q)
     validation = None
     if validate:
         from energy_btgm.validation import write_results
@@ -527,6 +524,8 @@ def finish(staging: Path, store: Path, reports: Path = Path("reports"), validate
         "quarantine_file": str(qpath),
         "validation": validation,
     }
+    if started is not None:
+        manifest["seconds"] = round(time.perf_counter() - started, 2)
     if not manifest["balanced"]:
         raise RuntimeError(f"row accounting broken: {rows_in} in != {rows_kept} kept + {rows_q} quarantined; please report this")
     if validation is not None and not validation["success"]:
@@ -548,7 +547,7 @@ def ingest(sources: list[Path], store: Path, cfg: IngestConfig, reports: Path = 
     cfg.validate()
     t0 = time.perf_counter()
     # the workers start before pass 1, so that their imports and GE contexts are built while it reads
-    partitions = partitions or _auto_partitions(_resolve_sources(sources))
+    partitions = partitions or _auto_partitions(resolve_sources(sources))
     workers = min(2, os.cpu_count() or 1, partitions)
     pool = None
     if workers > 1:
@@ -577,7 +576,7 @@ def ingest(sources: list[Path], store: Path, cfg: IngestConfig, reports: Path = 
             outcomes = tqdm(outcomes, total=len(names), desc="ingest: clean+validate", unit=" partition")
         for _ in outcomes:
             pass
-        manifest = finish(staging, store, reports, validate)
+        manifest = finish(staging, store, reports, validate, started=t0)
     except BaseException:
         if plan is not None:
             shutil.rmtree(plan["staging"], ignore_errors=True)
@@ -585,8 +584,6 @@ def ingest(sources: list[Path], store: Path, cfg: IngestConfig, reports: Path = 
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    manifest["seconds"] = round(time.perf_counter() - t0, 2)
-    atomic_write_text(Path(store) / "readings" / "_manifest.json", json.dumps(manifest, indent=1))
     return manifest
 
 

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 import criteria
 from energy_btgm.model import Generator
-from energy_btgm.store import atomic_write_bytes, code_version, sha256_file
+from energy_btgm.store import atomic_write_parquet, code_version, sha256_file
 
 
 def curves_table(curves_kw: np.ndarray, sum_peaks_kw: np.ndarray, group_size: int, z: np.ndarray | None = None) -> pa.Table:
@@ -57,10 +56,8 @@ def write_samples(gen: Generator, n: int, out: Path, seed: int = 0) -> Path:
             "source": "p", "seed": str(seed), "code_version": code_version(),
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{k: v.encode() for k, v in meta.items()}})
-    sink = pa.BufferOutputStream()
     validate_bank(table)
-    pq.write_table(table, sink, compression="zstd")
-    return atomic_write_bytes(Path(out), sink.getvalue().to_pybytes())
+    return atomic_write_parquet(Path(out), table)
 
 
 def validate_bank(table: pa.Table) -> dict:

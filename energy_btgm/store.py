@@ -83,6 +83,16 @@ def atomic_write_text(dest: Path, text: str) -> Path:
     return atomic_write_bytes(dest, text.encode("utf-8"))
 
 
+def atomic_write_parquet(dest: Path, table) -> Path:
+    """Write a pyarrow Table to ``dest`` as zstd Parquet, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return atomic_write_bytes(dest, sink.getvalue().to_pybytes())
+
+
 def sha256_file(path: Path, block: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()

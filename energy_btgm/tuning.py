@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from scipy.special import logsumexp
 
@@ -29,7 +28,7 @@ import criteria
 from energy_btgm.btgm import LatentFlow, TuneConfig, theory_from_p, tune
 from energy_btgm.model import Generator, load_model
 from energy_btgm.sample import curves_table, validate_bank
-from energy_btgm.store import atomic_dir, atomic_write_bytes, code_version, sha256_file
+from energy_btgm.store import atomic_dir, atomic_write_parquet, code_version, sha256_file
 
 MIN_ESS = 200.0
 N_THEORY_P = 200_000
@@ -199,10 +198,8 @@ def tune_criterion(store: Path, criterion: str, model_dir: Path, *, top_fraction
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     table = table.replace_schema_metadata({k: v.encode() for k, v in meta.items()})
     validate_bank(table)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
     bank = store / "banks" / f"criterion={criterion}" / f"group_size={gen.meta['group_size']}" / f"run={run}" / "part-0.parquet"
-    atomic_write_bytes(bank, sink.getvalue().to_pybytes())
+    atomic_write_parquet(bank, table)
     summary["bank"] = str(bank)
     summary["flow_dir"] = str(store / "tuned" / name)
     (store / "tuned" / name / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -84,10 +84,10 @@ def compare_task(store: str, reports: str, model: str, criterion: str, levels: l
     """Rejection sampling vs BTGM at an equal budget (``proposal_steps``: the flow's steps per β stage)."""
     import dataclasses
 
-    from energy_btgm.compare import PROPOSAL_CONFIG, compare
+    from energy_btgm.compare import PROPOSAL_CONFIG, compare, out_dir_for
 
     cfg = PROPOSAL_CONFIG if proposal_steps is None else dataclasses.replace(PROPOSAL_CONFIG, steps=proposal_steps)
-    out = Path(reports) / "compare" / f"{criterion}-n{json.loads((Path(model) / 'model.json').read_text())['group_size']}"
+    out = out_dir_for(Path(reports), criterion, json.loads((Path(model) / "model.json").read_text())["group_size"])
     compare(Path(model), criterion, levels, seconds, out, Path(store) / "reference", n_reference=reference_samples, cfg=cfg)
     return str(out / "compare.json")
 
@@ -102,13 +102,13 @@ def report_task(store: str, reports: str, run: str) -> str:
 # --- freshness: the manifests are the cache keys -----------------------------------------------
 
 def _fresh_readings(store: Path, sources: list[str], fmt: str, tz: str) -> bool:
-    from energy_btgm.ingest import _resolve_sources
+    from energy_btgm.ingest import resolve_sources
 
     m = store / "readings" / "_manifest.json"
     if not m.exists():
         return False
     man = json.loads(m.read_text())
-    files = _resolve_sources([Path(x) for x in sources])
+    files = resolve_sources([Path(x) for x in sources])
     return (man["config"]["fmt"], man["config"]["tz"]) == (fmt, tz) and \
         sorted((x["path"], x["sha256"]) for x in man["sources"]) == sorted((str(f), sha256_file(f)) for f in files)
 
@@ -280,7 +280,9 @@ def scenario_pipeline(sources: list[str] | None = None, store: str = "data", rep
     for t in tunes:
         _publish(t.result(), None)
     model, levels = s / "models" / f"vae-n{group_sizes[0]}", [0.99, 0.999, 0.9999]
-    out = Path(reports) / "compare" / f"weekly-peak-n{group_sizes[0]}" / "compare.json"
+    from energy_btgm.compare import out_dir_for
+
+    out = out_dir_for(Path(reports), "weekly-peak", group_sizes[0]) / "compare.json"
     if step("compare", _fresh_compare(out, model, "weekly-peak", levels, compare_seconds)):
         _publish_quantiles(compare_task(store, reports, str(model), "weekly-peak", levels, compare_seconds, reference_samples,
                                         tune_steps))

@@ -38,6 +38,14 @@ def _wait(url: str, timeout: float) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @pytest.fixture()
 def prefect_env(tmp_path):
     port = _free_port()
@@ -52,11 +60,7 @@ def prefect_env(tmp_path):
         _wait(f"http://127.0.0.1:{port}/api/health", 90)
         yield env, prefect
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _stop(server)
 
 
 def test_deployment_run_tune_peak_end_to_end(prefect_env, tiny_model, tmp_path):
@@ -79,11 +83,7 @@ def test_deployment_run_tune_peak_end_to_end(prefect_env, tiny_model, tmp_path):
                            env=env, capture_output=True, text=True, timeout=450)
         assert r.returncode == 0 and "Completed" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:] + (tmp_path / "serve.log").read_text()[-3000:]
     finally:
-        serve.terminate()
-        try:
-            serve.wait(20)
-        except subprocess.TimeoutExpired:
-            serve.kill()
+        _stop(serve)
     summary = json.loads((store / "tuned" / "weekly-peak-n10" / "summary.json").read_text())
     assert Path(summary["bank"]).exists() and (tmp_path / "reports" / "latest" / "index.html").exists()
     r = subprocess.run([prefect, "artifact", "ls"], env=env, capture_output=True, text=True)
