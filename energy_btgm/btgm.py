@@ -49,11 +49,13 @@ class LatentFlow(nn.Module):
         """(z, log|det J_g(ẑ)|) for ẑ (B, Z)."""
         return self.maf.transform().call_and_ladj(zhat)
 
-    def sample(self, n: int, generator: torch.Generator | None = None):
-        """(z (n, Z), log q(z) (n,), log p(z) (n,))."""
+    def sample(self, n: int, generator: torch.Generator | None = None, spread: float = 1.0):
+        """(z (n, Z), log q(z) (n,), log p(z) (n,)). With ``spread`` s ≠ 1, ẑ ~ N(0, s²·I): a wider
+        version of q, and log q is that version's exact density."""
         zhat = torch.randn(n, self.dim, generator=generator)
-        z, ladj = self(zhat)
-        return z, log_normal(zhat) - ladj, log_normal(z)
+        log_base = log_normal(zhat) - self.dim * math.log(spread)
+        z, ladj = self(zhat * spread)
+        return z, log_base - ladj, log_normal(z)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z) of given latents (B, Z), through the inverse map (Z sequential passes per layer)."""
