@@ -43,6 +43,7 @@ def test_model_directory_and_card(store, tmp_path):
     names = {"weekly-peak", "wednesday-gap", "mae-flatness", "weekly-energy", "diversity-factor"}
     assert set(card["ks"]) == names and set(card["q99_rel_err"]) == names
     assert all(0 <= v <= 1 for v in card["ks"].values()) and np.isfinite(card["test_elbo"])
+    assert set(card["train_vs_test"]["ks"]) == names and all(0 <= v <= 1 for v in card["train_vs_test"]["ks"].values())
     page = (out / "card.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "Model card" in page
     meta = json.loads((out / "model.json").read_text())
