@@ -62,17 +62,6 @@ class LatentFlow(nn.Module):
         zhat, ladj_inv = self.maf.transform().inv.call_and_ladj(z)
         return log_normal(zhat) + ladj_inv
 
-    @torch.no_grad()
-    def sample_defensive(self, n: int, alpha: float, generator: torch.Generator | None = None):
-        """Samples of the mixture m = α·p + (1 − α)·q and (z, log m(z), log p(z)): weights p/m stay ≤ 1/α."""
-        k = int(torch.distributions.Binomial(n, torch.tensor(alpha)).sample().item()) if generator is None else \
-            int((torch.rand(n, generator=generator) < alpha).sum())
-        z_q, _, _ = self.sample(n - k, generator)
-        z = torch.cat([torch.randn(k, self.dim, generator=generator), z_q])
-        log_p, log_q = log_normal(z), self.log_prob(z)
-        log_m = torch.logaddexp(math.log(alpha) + log_p, math.log1p(-alpha) + log_q) if alpha > 0 else log_q
-        return z, log_m, log_p
-
 
 @dataclasses.dataclass(frozen=True)
 class TuneConfig:

@@ -145,10 +145,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     card = json.loads((out / "card.json").read_text())
     print(f"model: {out}  ({card['epochs_run']} epochs, {card['train_seconds']:.0f} s; test ELBO {card['test_elbo']:.1f} nats)")
-    print("  fit on the test split (KS | q0.99 rel. err.): " + ", ".join(
-        f"{k} {card['ks'][k]:.3f} | {card['q99_rel_err'][k]:+.1%}" for k in card["ks"]))
-    print("  baseline, training split vs test split (KS | q0.99 rel. err.): " + ", ".join(
-        f"{k} {card['train_vs_test']['ks'][k]:.3f} | {card['train_vs_test']['q99_rel_err'][k]:+.1%}" for k in card["ks"]))
+    for label, fit in (("fit on the test split", card), ("baseline, training split vs test split", card["train_vs_test"])):
+        print(f"  {label} (KS | q0.99 rel. err.): " + ", ".join(f"{k} {fit['ks'][k]:.3f} | {fit['q99_rel_err'][k]:+.1%}" for k in fit["ks"]))
     print(f"  targets (KS <= 0.08 peak and energy, peak q0.99 within 5 %): {'met' if card['targets']['met'] else 'NOT met'}")
     print(f"  model card: {out / 'card.html'}")
     return 0

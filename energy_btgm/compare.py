@@ -205,6 +205,16 @@ class Proposal:
     train_evals: int
 
 
+def _in_stratum(prop: Proposal, scores: dict, d: int) -> np.ndarray:
+    """Which scored curves belong to flow d's stratum: those peaking on day d (all, unstratified)."""
+    return scores["peak_day"] == d if prop.stratified else np.ones(len(scores["f"]), bool)
+
+
+def _pilot_quantile(pilot: dict, u: float) -> float:
+    """The level-u quantile estimated from a pilot's weighted draws."""
+    return weighted_estimates(pilot["f"], pilot["w"], u, 0.0, pilot["group"])["quantile"]
+
+
 def _stratum_criterion(crit, gen: Generator, d: int):
     T = gen.meta.get("points_per_week") or (gen.vae.cfg.n_features - 1)
     a, b = d * T // 7, (d + 1) * T // 7
@@ -242,9 +252,7 @@ def sample_proposal(gen: Generator, crit, prop: Proposal, seconds: float, genera
         with torch.no_grad():
             z, log_q, log_p = prop.flows[d].sample(n, generator=generator)
         s = _score(gen, crit, z)
-        w = np.exp((log_p - log_q).double().numpy())
-        if prop.stratified:
-            w = w * (s["peak_day"] == d)
+        w = np.exp((log_p - log_q).double().numpy()) * _in_stratum(prop, s, d)
         for key in ("f", "peak", "df"):
             parts[key].append(s[key])
         parts["w"].append(w)
@@ -258,7 +266,7 @@ def allocate(prop: Proposal, pilot: dict, u: float, floor: float = 0.05) -> None
     quantile), with a floor so that no stratum goes unsampled."""
     if len(prop.flows) == 1:
         return
-    t = weighted_estimates(pilot["f"], pilot["w"], u, 0.0, pilot["group"])["quantile"]
+    t = _pilot_quantile(pilot, u)
     sd = np.array([float((pilot["w"] * (pilot["f"] >= t))[pilot["group"] == d].std()) for d in range(len(prop.flows))])
     sd = np.maximum(sd, floor * sd.max()) if sd.max() > 0 else np.ones(len(sd))
     prop.share = sd / sd.sum()
@@ -275,7 +283,7 @@ def refine(gen: Generator, crit, prop: Proposal, threshold: float, cfg: RefineCo
             with torch.no_grad():
                 z, log_q, log_p = flow.sample(cfg.batch, generator=generator, spread=cfg.spread)
             s = _score(gen, crit, z)
-            hit = torch.as_tensor((s["f"] >= threshold) & ((s["peak_day"] == d) if prop.stratified else True))
+            hit = torch.as_tensor((s["f"] >= threshold) & _in_stratum(prop, s, d))
             if not hit.any():
                 continue
             weight = torch.softmax((log_p - log_q).masked_fill(~hit, -math.inf), 0)  # self-normalised p/q̂ on the hits
@@ -300,8 +308,7 @@ def prepare_proposal(gen: Generator, crit, u: float, cfg: TuneConfig, seed: int,
     pilot_batch = 4096 * len(prop.flows)
     if refine_cfg.steps > 0:
         pilot = sample_proposal(gen, crit, prop, 0.0, generator, batch=pilot_batch)
-        t_hat = weighted_estimates(pilot["f"], pilot["w"], u, 0.0, pilot["group"])["quantile"]
-        prop.train_evals += refine(gen, crit, prop, t_hat, refine_cfg, generator) + pilot_batch
+        prop.train_evals += refine(gen, crit, prop, _pilot_quantile(pilot, u), refine_cfg, generator) + pilot_batch
     pilot = sample_proposal(gen, crit, prop, 0.0, generator, batch=pilot_batch)
     allocate(prop, pilot, u)
     prop.train_seconds = time.perf_counter() - t0

@@ -95,10 +95,9 @@ def build(store: Path, reports: Path, run: str = "latest") -> Path:
     model_rows = []
     for card_path in sorted((store / "models").glob("vae-n*/card.json")):
         card = json.loads(card_path.read_text())
-        summary.setdefault("models", {})[str(card["group_size"])] = {k: card[k] for k in ("test_elbo", "ks", "q99_rel_err", "targets")
-                                                                      if k in card}
         base = card.get("train_vs_test", {})  # cards written before the baseline existed lack it
-        summary["models"][str(card["group_size"])]["train_vs_test"] = base
+        summary.setdefault("models", {})[str(card["group_size"])] = {
+            **{k: card[k] for k in ("test_elbo", "ks", "q99_rel_err", "targets")}, "train_vs_test": base}
         for name in card["ks"]:
             model_rows.append([f"{card['group_size']} homes", name, card["ks"][name], card["q99_rel_err"][name],
                                base.get("ks", {}).get(name, float("nan")), base.get("q99_rel_err", {}).get(name, float("nan"))])

@@ -99,7 +99,7 @@ def test_search_to_a_target_mean_in_criterion_units():
         tune(linear, DIM, 1.0, FAST, target_mean=2.0)
 
 
-def test_log_prob_inverts_sampling_and_defensive_weights_are_bounded():
+def test_log_prob_inverts_sampling_also_with_a_widened_base():
     torch.manual_seed(0)
     flow = LatentFlow(4, transforms=2, hidden=16)
     for p in flow.parameters():
@@ -107,5 +107,8 @@ def test_log_prob_inverts_sampling_and_defensive_weights_are_bounded():
     with torch.no_grad():
         z, log_q, _ = flow.sample(64, generator=torch.Generator().manual_seed(1))
         assert torch.allclose(flow.log_prob(z), log_q, atol=1e-4)
-    z, log_m, log_p = flow.sample_defensive(4096, 0.1, generator=torch.Generator().manual_seed(2))
-    assert z.shape == (4096, 4) and float((log_p - log_m).max()) <= math.log(10) + 1e-5
+        # spread s: ẑ ~ N(0, s²·I), so log q_s(z) = log N(g⁻¹(z); 0, s²·I) + log|det J_g⁻¹(z)|
+        z, log_q, _ = flow.sample(64, generator=torch.Generator().manual_seed(2), spread=1.3)
+        zhat, ladj_inv = flow.maf.transform().inv.call_and_ladj(z)
+        exact = -0.5 * ((zhat / 1.3) ** 2).sum(-1) - 4 * (0.5 * math.log(2 * math.pi) + math.log(1.3)) + ladj_inv
+        assert torch.allclose(log_q, exact, atol=1e-4)

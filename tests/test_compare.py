@@ -3,10 +3,9 @@ import math
 
 import numpy as np
 import pytest
-
-import criteria
 import torch
 
+import criteria
 from energy_btgm.btgm import LatentFlow, TuneConfig
 from energy_btgm.compare import Proposal, RefineConfig, compare, refine, rejection_estimates, sample_proposal, weighted_estimates
 
