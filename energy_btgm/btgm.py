@@ -34,12 +34,14 @@ def log_normal(z: torch.Tensor) -> torch.Tensor:
 class LatentFlow(nn.Module):
     """z = g(ẑ), an invertible map of R^Z with exact log-determinant, the identity at initialisation."""
 
-    def __init__(self, dim: int, transforms: int = 6, hidden: int = 128):
+    def __init__(self, dim: int, transforms: int = 6, hidden: int = 128, passes: int | None = None):
         super().__init__()
         import zuko
 
         self.dim = dim
-        self.maf = zuko.flows.MAF(dim, transforms=transforms, hidden_features=[hidden, hidden])
+        # passes: sequential passes of the inverse (log_prob of given latents); None = fully
+        # autoregressive (dim passes), 2 = a coupling flow whose inverse costs two passes
+        self.maf = zuko.flows.MAF(dim, transforms=transforms, hidden_features=[hidden, hidden], passes=passes)
         for t in self.maf.transform.transforms:  # zero the last layer of each conditioner: exact identity
             last = t.hyper[-1]
             nn.init.zeros_(last.weight)
@@ -77,6 +79,7 @@ class TuneConfig:
     max_iter: int = 8  # β search iterations
     tol: float = 0.02  # relative tolerance on the target KL
     seed: int = 0
+    passes: int | None = None  # the flow's inverse passes (LatentFlow); None = fully autoregressive
 
 
 @dataclasses.dataclass
@@ -219,7 +222,7 @@ def tune(f_latent: Callable[[torch.Tensor], torch.Tensor], dim: int, target_kl: 
     beta = float(np.interp(target, th[key], grid)) if th[key].max() >= target else \
         (math.sqrt(2 * target) if key == "kl" else target)
     lo, hi = 0.0, math.inf
-    flow = LatentFlow(dim, cfg.transforms, cfg.hidden)
+    flow = LatentFlow(dim, cfg.transforms, cfg.hidden, cfg.passes)
     # rarer targets need a sharper flow: more steps per stage above the top-1 % budget
     kl_scale = target / 4.61 if key == "kl" else 1.0
     stage_cfg = dataclasses.replace(cfg, steps=int(round(cfg.steps * max(1.0, kl_scale))))

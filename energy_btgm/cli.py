@@ -45,6 +45,14 @@ def _model_dir(args: argparse.Namespace, store: Path) -> Path:
     return Path(args.model) if args.model else latest_model(store, args.group_size)
 
 
+def _group_size_of(model_dir: Path, default: int) -> int:
+    """The group size a model was trained on (its model.json), which names the output folders."""
+    try:
+        return int(json.loads((Path(model_dir) / "model.json").read_text())["group_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default  # load_model reports what is wrong with the model
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from energy_btgm.synth import SynthConfig, generate
 
@@ -211,7 +219,7 @@ def _cmd_assess(args: argparse.Namespace) -> int:
     store = store_root(args.store)
     try:
         model_dir = _model_dir(args, store)
-        out = Path(args.reports) / "assess" / f"{args.criterion}-n{args.group_size}"
+        out = Path(args.reports) / "assess" / f"{args.criterion}-n{_group_size_of(model_dir, args.group_size)}"
         r = assess(model_dir, args.criterion, out, n=args.n, seed=args.seed, variants=args.variants)
     except (ValueError, KeyError, FileNotFoundError) as e:
         raise UsageError(str(e).strip("'\"")) from None
@@ -242,7 +250,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     store = store_root(args.store)
     try:
         model_dir = _model_dir(args, store)
-        out = out_dir_for(Path(args.reports), args.criterion, args.group_size)
+        out = out_dir_for(Path(args.reports), args.criterion, _group_size_of(model_dir, args.group_size))
         r = compare(model_dir, args.criterion, args.levels, args.seconds, out, store / "reference", seed=args.seed,
                     n_reference=args.reference_samples, progress=not args.quiet)
     except (ValueError, KeyError, FileNotFoundError) as e:

@@ -54,8 +54,9 @@ def test_tune_and_assess_cli(tiny_model, cli_exe, tmp_path):
     assert r.returncode == 2 and "unknown criterion" in r.stderr
     r = subprocess.run([cli_exe, "tune", "weekly-peak", "--store", str(tmp_path / "empty")], capture_output=True, text=True)
     assert r.returncode == 2 and "energy-btgm train" in r.stderr
-    r = subprocess.run([cli_exe, "assess", "weekly-peak", "--store", str(tiny_model), "--reports", str(tmp_path), "-n", "500"],
-                       capture_output=True, text=True)
+    # --model wins over --group-size, and the output folder is named by the model's own group size
+    r = subprocess.run([cli_exe, "assess", "weekly-peak", "--store", str(tiny_model), "--reports", str(tmp_path), "-n", "500",
+                        "--model", str(tiny_model / "models" / "vae-n10"), "--group-size", "100"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "recommended" in r.stdout and (tmp_path / "assess" / "weekly-peak-n10" / "gradients.png").exists()
     a = json.loads((tmp_path / "assess" / "weekly-peak-n10" / "assess.json").read_text())
