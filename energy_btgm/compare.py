@@ -267,24 +267,24 @@ def train_proposal(gen: Generator, crit, u: float, cfg: TuneConfig, seed: int, s
 
 def sample_proposal(gen: Generator, crit, prop: Proposal, seconds: float, generator: torch.Generator,
                     batch: int = BATCH) -> dict[str, np.ndarray]:
-    """Draw from the proposal flows in the proportions ``prop.share`` for ``seconds`` (at least one batch
-    each): f, peak, df, the weight w = p/q̂ (0 outside the drawing flow's stratum) and the drawing flow."""
+    """Draw from the proposal flows in the proportions ``prop.share`` for ``seconds``, ``batch`` draws of
+    one flow at a time (at least one batch each; full batches keep the flows' small layers efficient):
+    f, peak, df, the weight w = p/q̂ (0 outside the drawing flow's stratum) and the drawing flow."""
     k = len(prop.flows)
     drawn = np.zeros(k)
     parts = {"f": [], "peak": [], "df": [], "w": [], "group": []}
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds or (drawn == 0).any():
         d = int(np.argmin(drawn / prop.share))  # the flow furthest behind its share (shares are > 0)
-        n = batch if k == 1 else max(256, batch // k)
         with torch.no_grad():
-            z, log_q, log_p = prop.draw(d, n, generator)
+            z, log_q, log_p = prop.draw(d, batch, generator)
         s = _score(gen, crit, z)
         w = np.exp((log_p - log_q).double().numpy()) * _in_stratum(prop, s, d)
         for key in ("f", "peak", "df"):
             parts[key].append(s[key])
         parts["w"].append(w)
-        parts["group"].append(np.full(n, d))
-        drawn[d] += n
+        parts["group"].append(np.full(batch, d))
+        drawn[d] += batch
     return {key: np.concatenate(v) for key, v in parts.items()}
 
 
@@ -350,10 +350,10 @@ def prepare_proposal(gen: Generator, crit, u: float, cfg: TuneConfig, seed: int,
     prop = train_proposal(gen, crit, u, cfg, seed)
     if refine_cfg is None:
         refine_cfg = STRATUM_REFINE_CONFIG if prop.stratified else REFINE_CONFIG
-    pilot_batch = 4096 * len(prop.flows)
+    pilot_batch = 4096  # per flow
     pilot = sample_proposal(gen, crit, prop, 0.0, generator, batch=pilot_batch)
     threshold = _pilot_quantile(pilot, u)
-    prop.train_evals += pilot_batch
+    prop.train_evals += pilot_batch * len(prop.flows)
     if refine_cfg.steps > 0:
         prop.train_evals += refine(gen, crit, prop, threshold, refine_cfg, generator)
     if defensive > 0:
