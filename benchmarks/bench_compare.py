@@ -28,10 +28,10 @@ import torch
 from _common import report
 
 import criteria
-from energy_btgm.compare import PROPOSAL_CONFIG, prepare_proposal, reference, run_rejection, sample_proposal, weighted_estimates
+from energy_btgm.compare import (PROPOSAL_CONFIG, Z95, prepare_proposal, reference, run_rejection, sample_proposal,
+                                  weighted_estimates)
 from energy_btgm.model import load_model
 
-Z95 = 1.959964
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--store", default=str(Path(__file__).resolve().parents[1] / "data"))
 ap.add_argument("--group-size", type=int, default=10)

@@ -36,10 +36,9 @@ from energy_btgm.store import atomic_write_bytes, atomic_write_text, sha256_file
 BATCH = 8192
 Z95 = float(norm.ppf(0.975))
 # an importance proposal needs no exact KL: a short search (few steps, loose tolerance) and a small
-# flow leave most of the budget to sampling; the refinement below does the fine fitting
-# coupling flows (passes=2): the defensive mixture below needs the flow's density at the defensive
-# draws, and a coupling flow's inverse is one pass per half instead of one per latent dimension
-# (4x faster on the demo model)
+# flow leave most of the budget to sampling; the refinement below does the fine fitting. Proposal
+# flows are coupling flows (passes=2): the defensive mixture below needs their density at its draws,
+# and a coupling flow's inverse takes two passes instead of one per latent dimension (4x faster here)
 PROPOSAL_CONFIG = TuneConfig(transforms=3, hidden=64, steps=120, max_iter=2, tol=0.1, n_norm=8192, n_eval=8192, passes=2)
 # the weekly peak's far tail has one mode per day of the week (on the demo model at 1e-4: Monday 62 %,
 # Sunday 23 %, Tuesday 8 %, ...), and one reverse-KL flow keeps only one of them. Below a tail fraction
@@ -299,6 +298,17 @@ def allocate(prop: Proposal, pilot: dict, u: float, floor: float = 0.05) -> None
     prop.share = sd / sd.sum()
 
 
+@torch.no_grad()
+def _tail_draws(gen: Generator, crit, prop: Proposal, d: int, n: int, threshold: float, generator: torch.Generator,
+                spread: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """n draws of flow d alone; those in its stratum's tail (f ≥ threshold) and their self-normalised
+    weights p/q̂ (both empty when none land there)."""
+    z, log_q, log_p = prop.flows[d].sample(n, generator=generator, spread=spread)
+    s = _score(gen, crit, z)
+    hit = torch.as_tensor((s["f"] >= threshold) & _in_stratum(prop, s, d))
+    return z[hit], torch.softmax((log_p - log_q)[hit], 0)
+
+
 def refine(gen: Generator, crit, prop: Proposal, threshold: float, cfg: RefineConfig, generator: torch.Generator) -> int:
     """Move each flow toward p(z | f ≥ threshold, its stratum), the zero-variance proposal, by weighted
     maximum likelihood on its own draws (the cross-entropy method; weights p/q̂ on the draws that land
@@ -307,14 +317,10 @@ def refine(gen: Generator, crit, prop: Proposal, threshold: float, cfg: RefineCo
     for d, flow in enumerate(prop.flows):
         opt = torch.optim.Adam(flow.parameters(), lr=cfg.lr)
         for _ in range(cfg.steps):
-            with torch.no_grad():
-                z, log_q, log_p = flow.sample(cfg.batch, generator=generator, spread=cfg.spread)
-            s = _score(gen, crit, z)
-            hit = torch.as_tensor((s["f"] >= threshold) & _in_stratum(prop, s, d))
-            if not hit.any():
+            z, weight = _tail_draws(gen, crit, prop, d, cfg.batch, threshold, generator, spread=cfg.spread)
+            if not len(z):
                 continue
-            weight = torch.softmax((log_p - log_q)[hit], 0)  # self-normalised p/q̂ on the hits
-            loss = -(weight * flow.log_prob(z[hit])).sum()  # the inverse pass only where the weight is not 0
+            loss = -(weight * flow.log_prob(z)).sum()  # the inverse pass only on the hits (the others weigh 0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -327,11 +333,8 @@ def tail_centres(gen: Generator, crit, prop: Proposal, threshold: float, generat
     (f ≥ threshold), or 0 where none land there. Returns the decoder evaluations."""
     centres = []
     for d, flow in enumerate(prop.flows):
-        z, log_q, log_p = flow.sample(n, generator=generator)
-        s = _score(gen, crit, z)
-        hit = torch.as_tensor((s["f"] >= threshold) & _in_stratum(prop, s, d))
-        w = torch.softmax((log_p - log_q)[hit], 0)
-        centres.append((w[:, None] * z[hit]).sum(0) if hit.any() else torch.zeros(flow.dim))
+        z, w = _tail_draws(gen, crit, prop, d, n, threshold, generator)
+        centres.append((w[:, None] * z).sum(0) if len(z) else torch.zeros(flow.dim))
     prop.centres = centres
     return len(prop.flows) * n
 

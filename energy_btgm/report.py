@@ -97,7 +97,7 @@ def build(store: Path, reports: Path, run: str = "latest") -> Path:
         card = json.loads(card_path.read_text())
         base = card.get("train_vs_test", {})  # cards written before the baseline existed lack it
         summary.setdefault("models", {})[str(card["group_size"])] = {
-            **{k: card[k] for k in ("test_elbo", "ks", "q99_rel_err", "targets")}, "train_vs_test": base}
+            **{k: card[k] for k in ("test_elbo", "ks", "q99_rel_err", "targets") if k in card}, "train_vs_test": base}
         for name in card["ks"]:
             model_rows.append([f"{card['group_size']} homes", name, card["ks"][name], card["q99_rel_err"][name],
                                base.get("ks", {}).get(name, float("nan")), base.get("q99_rel_err", {}).get(name, float("nan"))])
