@@ -5,8 +5,8 @@ For each level u (e.g. 0.99, 0.999, 0.9999) of the criterion's hard version unde
   with a distribution-free order-statistic interval, and the exceedance ``P(f ≥ t)`` at the
   reference threshold t with a Wilson interval;
 - BTGM: a flow tuned to KL = −log(1 − u) and refined toward the tail (one per day of the peak in the
-  far tail), its training charged to the budget, then samples of q̂ (each flow mixed with a defensive
-  N(μ, I)) for the rest of it; every sample carries ``w = p/q̂``, so ``P(f ≥ t) = E_q̂[w·1{f ≥ t}]`` (unbiased, CLT
+  far tail), its training charged to the budget, then samples of q̂ (each flow mixed with defensive
+  Gaussians N(μ_k, I), one per hour of the peak) for the rest of it; every sample carries ``w = p/q̂``, so ``P(f ≥ t) = E_q̂[w·1{f ≥ t}]`` (unbiased, CLT
   interval) and the quantile comes from the weighted CDF (interval by inverting the exceedance one);
 - a reference: ≥ 10^7 samples of p, computed once per model and criterion and cached by the
   model's checksum.
@@ -49,10 +49,14 @@ STRATIFY_BELOW = 1e-3
 STRATUM_CONFIG = TuneConfig(transforms=3, hidden=64, steps=30, batch=256, max_iter=1, tol=0.3, n_norm=4096, n_eval=2048,
                             passes=2)
 # Defensive importance sampling (Hesterberg 1995): each proposal flow draws this share of its samples
-# from N(μ, I), μ the mean of its stratum's tail, and every sample is weighted by the mixture's exact
-# density. Reverse-KL flows are narrower than p(z | tail) in places, so that p/q̂ has a heavy tail (a
-# Pareto index k̂ of 0.5 to 0.8, an unstable variance, on the demo model's minor-day flows); against
-# N(μ, I) the ratio p/q is exp(−μ·z + |μ|²/2), bounded where the tail lies beyond μ, and so is the mixture's
+# from Σ_k π_k N(μ_k, I), one component per hour of the week at which its stratum's tail peaks (μ_k
+# the mean of that part of the tail), and every sample is weighted by the mixture's exact density.
+# Reverse-KL flows are narrower than p(z | tail) in places, so that p/q̂ has a heavy tail (a Pareto
+# index k̂ of 0.5 to 0.8, an unstable variance, on the demo model's minor-day flows); against N(μ, I)
+# the ratio p/q is exp(−μ·z + |μ|²/2), bounded where the tail lies beyond μ, and so is the mixture's.
+# One component per hour because within a day the tail has one mode per hour of the peak (on the demo
+# model, Friday's peaks at 21:30 hold a quarter of Friday's tail, and a flow tuned on Friday draws
+# them five times too rarely): the largest weights came from there
 DEFENSIVE = 0.25
 
 
@@ -77,7 +81,7 @@ def _score(gen: Generator, crit, z: torch.Tensor) -> dict[str, np.ndarray]:
     x, peaks = gen.decode_kw(z)
     peak, at = x.max(1)
     return {"f": crit(x).double().numpy(), "peak": peak.double().numpy(), "df": (peaks / peak.clamp_min(1e-6)).double().numpy(),
-            "peak_day": (at * 7 // x.shape[1]).numpy()}
+            "peak_day": (at * 7 // x.shape[1]).numpy(), "peak_hour": (at * 168 // x.shape[1]).numpy()}
 
 
 def reference(gen: Generator, crit_name: str, cache_dir: Path, n: int = 10_000_000, seed: int = 2024,
@@ -213,21 +217,25 @@ class Proposal:
     share: np.ndarray  # share of the samples each flow draws
     train_seconds: float
     train_evals: int
-    centres: list | None = None  # per flow, the mean of its stratum's tail: the defensive component's centre
-    defensive: float = DEFENSIVE  # share of each flow's draws from its defensive component N(centre, I)
+    centres: list | None = None  # per flow, (K, Z): its defensive components' centres, one per hour of the peak
+    mix: list | None = None  # per flow, (K,): the defensive components' mixing weights (they sum to 1)
+    defensive: float = DEFENSIVE  # share of each flow's draws from its defensive components N(centre_k, I)
 
     def draw(self, d: int, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """n draws of proposal d, (z, log q(z), log p(z)): the flow alone until ``centres`` are set,
-        then the defensive mixture (1 − ε)·q̂_d + ε·N(centre_d, I), log q its exact density."""
+        then the defensive mixture (1 − ε)·q̂_d + ε·Σ_k π_k N(centre_k, I), log q its exact density."""
         flow = self.flows[d]
         if self.centres is None:
             return flow.sample(n, generator=generator)
+        c, log_mix = self.centres[d], self.mix[d].log()
         k = int(round(self.defensive * n))
         z, log_q_flow, _ = flow.sample(n - k, generator=generator)
         if k:
-            z_def = self.centres[d] + torch.randn(k, flow.dim, generator=generator)
+            z_def = c[torch.multinomial(self.mix[d], k, replacement=True, generator=generator)]
+            z_def = z_def + torch.randn(k, flow.dim, generator=generator)
             z, log_q_flow = torch.cat([z, z_def]), torch.cat([log_q_flow, flow.log_prob(z_def)])
-        log_q = torch.logaddexp(math.log1p(-self.defensive) + log_q_flow, math.log(self.defensive) + log_normal(z - self.centres[d]))
+        log_q_def = torch.logsumexp(log_mix + log_normal(z[:, None, :] - c[None]), 1)
+        log_q = torch.logaddexp(math.log1p(-self.defensive) + log_q_flow, math.log(self.defensive) + log_q_def)
         return z, log_q, log_normal(z)
 
 
@@ -300,24 +308,29 @@ def allocate(prop: Proposal, pilot: dict, u: float, floor: float = 0.05) -> None
 
 @torch.no_grad()
 def _tail_draws(gen: Generator, crit, prop: Proposal, d: int, n: int, threshold: float, generator: torch.Generator,
-                spread: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """n draws of flow d alone; those in its stratum's tail (f ≥ threshold) and their self-normalised
-    weights p/q̂ (both empty when none land there)."""
-    z, log_q, log_p = prop.flows[d].sample(n, generator=generator, spread=spread)
+                spread: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """n draws of flow d alone; those in its stratum's tail (f ≥ threshold), their self-normalised
+    weights p/q̂ and the hour of the week of their peak (all empty when none land there)."""
+    if prop.centres is None:
+        z, log_q, log_p = prop.flows[d].sample(n, generator=generator, spread=spread)
+    else:  # the defensive components explore
+        z, log_q, log_p = prop.draw(d, n, generator)
     s = _score(gen, crit, z)
-    hit = torch.as_tensor((s["f"] >= threshold) & _in_stratum(prop, s, d))
-    return z[hit], torch.softmax((log_p - log_q)[hit], 0)
+    hit = (s["f"] >= threshold) & _in_stratum(prop, s, d)
+    return z[torch.as_tensor(hit)], torch.softmax((log_p - log_q)[torch.as_tensor(hit)], 0), s["peak_hour"][hit]
 
 
 def refine(gen: Generator, crit, prop: Proposal, threshold: float, cfg: RefineConfig, generator: torch.Generator) -> int:
     """Move each flow toward p(z | f ≥ threshold, its stratum), the zero-variance proposal, by weighted
-    maximum likelihood on its own draws (the cross-entropy method; weights p/q̂ on the draws that land
-    in the tail). Reverse-KL tuning finds the tail; this makes the proposal cover it: on the demo model
+    maximum likelihood on draws of the proposal (the cross-entropy method; weights p/q on the draws
+    that land in the tail): of the flow with its base widened by ``cfg.spread``, or, once the defensive
+    components are set, of the mixture, whose components bring draws from the parts of the tail the
+    flow misses. Reverse-KL tuning finds the tail; this makes the proposal cover it: on the demo model
     it cuts the spread of the weights in the tail about threefold. Returns the decoder evaluations."""
     for d, flow in enumerate(prop.flows):
         opt = torch.optim.Adam(flow.parameters(), lr=cfg.lr)
         for _ in range(cfg.steps):
-            z, weight = _tail_draws(gen, crit, prop, d, cfg.batch, threshold, generator, spread=cfg.spread)
+            z, weight, _ = _tail_draws(gen, crit, prop, d, cfg.batch, threshold, generator, spread=cfg.spread)
             if not len(z):
                 continue
             loss = -(weight * flow.log_prob(z)).sum()  # the inverse pass only on the hits (the others weigh 0)
@@ -328,22 +341,31 @@ def refine(gen: Generator, crit, prop: Proposal, threshold: float, cfg: RefineCo
 
 
 @torch.no_grad()
-def tail_centres(gen: Generator, crit, prop: Proposal, threshold: float, generator: torch.Generator, n: int = 4096) -> int:
-    """Set each flow's defensive centre: the p/q̂-weighted mean of its draws in its stratum's tail
-    (f ≥ threshold), or 0 where none land there. Returns the decoder evaluations."""
-    centres = []
+def tail_centres(gen: Generator, crit, prop: Proposal, threshold: float, generator: torch.Generator, n: int = 8192,
+                 min_hits: int = 5, spread: float = 1.5) -> int:
+    """Set each flow's defensive components: one per hour of the week at which its draws in its
+    stratum's tail (f ≥ threshold) peak (hours with at least ``min_hits`` of them), centred at their
+    p/q̂-weighted mean, weighted half by their mass, half uniformly (the flow under-samples the rare
+    hours, so their mass is underestimated); one component at the tail's mean where no hour has
+    enough draws, at 0 where none land in the tail. Returns the decoder evaluations."""
+    centres, mix = [], []
     for d, flow in enumerate(prop.flows):
-        z, w = _tail_draws(gen, crit, prop, d, n, threshold, generator)
-        centres.append((w[:, None] * z).sum(0) if len(z) else torch.zeros(flow.dim))
-    prop.centres = centres
+        z, w, hour = _tail_draws(gen, crit, prop, d, n, threshold, generator, spread=spread)
+        hours, counts = np.unique(hour, return_counts=True)
+        groups = [torch.as_tensor(hour == h) for h in hours[counts >= min_hits]] or [torch.ones(len(z), dtype=torch.bool)]
+        c = torch.stack([(w[g, None] * z[g]).sum(0) / w[g].sum() for g in groups]) if len(z) else torch.zeros(1, flow.dim)
+        mass = torch.stack([w[g].sum() for g in groups]) if len(z) else torch.ones(1)
+        centres.append(c)
+        mix.append(0.5 * mass / mass.sum() + 0.5 / len(mass))
+    prop.centres, prop.mix = centres, mix
     return len(prop.flows) * n
 
 
 def prepare_proposal(gen: Generator, crit, u: float, cfg: TuneConfig, seed: int, generator: torch.Generator,
                      refine_cfg: RefineConfig | None = None, defensive: float = DEFENSIVE) -> tuple[Proposal, dict]:
     """Everything before the sampling proper, charged to BTGM's budget: tune the flow(s), a pilot for the
-    tail threshold, refine, centre the defensive components, then a pilot of the final proposals that
-    allocates the samples among them. ``refine_cfg`` defaults to ``STRATUM_REFINE_CONFIG`` for day
+    tail threshold, place the defensive components, refine the flows on draws of the mixture, then a
+    pilot of the final proposals that allocates the samples among them. ``refine_cfg`` defaults to ``STRATUM_REFINE_CONFIG`` for day
     flows and ``REFINE_CONFIG`` for one flow (``steps=0`` skips it); ``defensive=0`` leaves the flows
     without a defensive component. Returns the proposal (``train_seconds`` covers all of it) and that
     last pilot (valid samples)."""
@@ -357,11 +379,11 @@ def prepare_proposal(gen: Generator, crit, u: float, cfg: TuneConfig, seed: int,
     pilot = sample_proposal(gen, crit, prop, 0.0, generator, batch=pilot_batch)
     threshold = _pilot_quantile(pilot, u)
     prop.train_evals += pilot_batch * len(prop.flows)
-    if refine_cfg.steps > 0:
-        prop.train_evals += refine(gen, crit, prop, threshold, refine_cfg, generator)
     if defensive > 0:
         prop.defensive = defensive
         prop.train_evals += tail_centres(gen, crit, prop, threshold, generator)
+    if refine_cfg.steps > 0:
+        prop.train_evals += refine(gen, crit, prop, threshold, refine_cfg, generator)
     pilot = sample_proposal(gen, crit, prop, 0.0, generator, batch=pilot_batch)
     allocate(prop, pilot, u)
     prop.train_seconds = time.perf_counter() - t0
