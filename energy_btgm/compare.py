@@ -6,8 +6,9 @@ For each level u (e.g. 0.99, 0.999, 0.9999) of the criterion's hard version unde
   reference threshold t with a Wilson interval;
 - BTGM: a flow tuned to KL = −log(1 − u) and refined toward the tail (one per day of the peak in the
   far tail), its training charged to the budget, then samples of q̂ (each flow mixed with defensive
-  Gaussians N(μ_k, I), one per hour of the peak) for the rest of it; every sample carries ``w = p/q̂``, so ``P(f ≥ t) = E_q̂[w·1{f ≥ t}]`` (unbiased, CLT
-  interval) and the quantile comes from the weighted CDF (interval by inverting the exceedance one);
+  Gaussians N(μ_k, I), one per hour of the peak) for the rest of it; every sample carries
+  ``w = p/q̂``, so ``P(f ≥ t) = E_q̂[w·1{f ≥ t}]`` (unbiased, CLT interval) and the quantile comes
+  from the weighted CDF (interval by inverting the exceedance one);
 - a reference: ≥ 10^7 samples of p, computed once per model and criterion and cached by the
   model's checksum.
 Also per method: diversity factor and ADMD in the bulk and in the top 1 − u, decoder evaluations,
@@ -31,7 +32,7 @@ from scipy.stats import norm
 import criteria
 from energy_btgm.btgm import TuneConfig, log_normal, tune
 from energy_btgm.model import Generator, load_model
-from energy_btgm.store import atomic_write_bytes, atomic_write_text, sha256_file
+from energy_btgm.store import atomic_write_npz, atomic_write_text, sha256_file
 
 BATCH = 8192
 Z95 = float(norm.ppf(0.975))
@@ -77,11 +78,12 @@ STRATUM_REFINE_CONFIG = RefineConfig(steps=15, batch=1024)  # per day flow (seve
 
 @torch.no_grad()
 def _score(gen: Generator, crit, z: torch.Tensor) -> dict[str, np.ndarray]:
-    """Hard criterion, peak [kW] and diversity factor of decoded latents z (B, Z)."""
+    """Hard criterion, peak [kW], diversity factor and the peak's hour of the week (0 = Monday 0:00) of
+    decoded latents z (B, Z)."""
     x, peaks = gen.decode_kw(z)
     peak, at = x.max(1)
     return {"f": crit(x).double().numpy(), "peak": peak.double().numpy(), "df": (peaks / peak.clamp_min(1e-6)).double().numpy(),
-            "peak_day": (at * 7 // x.shape[1]).numpy(), "peak_hour": (at * 168 // x.shape[1]).numpy()}
+            "peak_hour": (at * 168 // x.shape[1]).numpy()}
 
 
 def reference(gen: Generator, crit_name: str, cache_dir: Path, n: int = 10_000_000, seed: int = 2024,
@@ -105,11 +107,7 @@ def reference(gen: Generator, crit_name: str, cache_dir: Path, n: int = 10_000_0
         for k in parts:
             parts[k].append(s[k].astype(np.float32))
     out = {k: np.concatenate(v) for k, v in parts.items()}
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, **out)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_npz(path, **out)
     return out
 
 
@@ -241,7 +239,7 @@ class Proposal:
 
 def _in_stratum(prop: Proposal, scores: dict, d: int) -> np.ndarray:
     """Which scored curves belong to flow d's stratum: those peaking on day d (all, unstratified)."""
-    return scores["peak_day"] == d if prop.stratified else np.ones(len(scores["f"]), bool)
+    return scores["peak_hour"] // 24 == d if prop.stratified else np.ones(len(scores["f"]), bool)
 
 
 def _pilot_quantile(pilot: dict, u: float) -> float:
@@ -309,15 +307,17 @@ def allocate(prop: Proposal, pilot: dict, u: float, floor: float = 0.05) -> None
 @torch.no_grad()
 def _tail_draws(gen: Generator, crit, prop: Proposal, d: int, n: int, threshold: float, generator: torch.Generator,
                 spread: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """n draws of flow d alone; those in its stratum's tail (f ≥ threshold), their self-normalised
-    weights p/q̂ and the hour of the week of their peak (all empty when none land there)."""
+    """n draws of proposal d (of flow d alone, its base widened by ``spread``, until the defensive
+    components are set; of the mixture after); those in its stratum's tail (f ≥ threshold), their
+    self-normalised weights p/q and the hour of the week of their peak (all empty when none land there)."""
     if prop.centres is None:
         z, log_q, log_p = prop.flows[d].sample(n, generator=generator, spread=spread)
     else:  # the defensive components explore
         z, log_q, log_p = prop.draw(d, n, generator)
     s = _score(gen, crit, z)
     hit = (s["f"] >= threshold) & _in_stratum(prop, s, d)
-    return z[torch.as_tensor(hit)], torch.softmax((log_p - log_q)[torch.as_tensor(hit)], 0), s["peak_hour"][hit]
+    at = torch.as_tensor(hit)
+    return z[at], torch.softmax((log_p - log_q)[at], 0), s["peak_hour"][hit]
 
 
 def refine(gen: Generator, crit, prop: Proposal, threshold: float, cfg: RefineConfig, generator: torch.Generator) -> int:
@@ -351,11 +351,14 @@ def tail_centres(gen: Generator, crit, prop: Proposal, threshold: float, generat
     centres, mix = [], []
     for d, flow in enumerate(prop.flows):
         z, w, hour = _tail_draws(gen, crit, prop, d, n, threshold, generator, spread=spread)
+        if not len(z):
+            centres.append(torch.zeros(1, flow.dim))
+            mix.append(torch.ones(1))
+            continue
         hours, counts = np.unique(hour, return_counts=True)
         groups = [torch.as_tensor(hour == h) for h in hours[counts >= min_hits]] or [torch.ones(len(z), dtype=torch.bool)]
-        c = torch.stack([(w[g, None] * z[g]).sum(0) / w[g].sum() for g in groups]) if len(z) else torch.zeros(1, flow.dim)
-        mass = torch.stack([w[g].sum() for g in groups]) if len(z) else torch.ones(1)
-        centres.append(c)
+        mass = torch.stack([w[g].sum() for g in groups])
+        centres.append(torch.stack([(w[g, None] * z[g]).sum(0) for g in groups]) / mass[:, None])
         mix.append(0.5 * mass / mass.sum() + 0.5 / len(mass))
     prop.centres, prop.mix = centres, mix
     return len(prop.flows) * n
@@ -365,9 +368,9 @@ def prepare_proposal(gen: Generator, crit, u: float, cfg: TuneConfig, seed: int,
                      refine_cfg: RefineConfig | None = None, defensive: float = DEFENSIVE) -> tuple[Proposal, dict]:
     """Everything before the sampling proper, charged to BTGM's budget: tune the flow(s), a pilot for the
     tail threshold, place the defensive components, refine the flows on draws of the mixture, then a
-    pilot of the final proposals that allocates the samples among them. ``refine_cfg`` defaults to ``STRATUM_REFINE_CONFIG`` for day
-    flows and ``REFINE_CONFIG`` for one flow (``steps=0`` skips it); ``defensive=0`` leaves the flows
-    without a defensive component. Returns the proposal (``train_seconds`` covers all of it) and that
+    pilot of the final proposals that allocates the samples among them. ``refine_cfg`` defaults to
+    ``STRATUM_REFINE_CONFIG`` for day flows and ``REFINE_CONFIG`` for one flow (``steps=0`` skips
+    it); ``defensive=0`` leaves the flows without a defensive component. Returns the proposal (``train_seconds`` covers all of it) and that
     last pilot (valid samples)."""
     if not 0 <= defensive < 1:
         raise ValueError(f"the defensive share must lie in [0, 1), got {defensive}")

@@ -79,6 +79,17 @@ def atomic_write_bytes(dest: Path, data: bytes) -> Path:
     return dest
 
 
+def atomic_write_npz(dest: Path, **arrays) -> Path:
+    """Write arrays as an uncompressed ``.npz`` to ``dest``, atomically (``atomic_write_bytes``)."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return atomic_write_bytes(dest, buf.getvalue())
+
+
 def atomic_write_text(dest: Path, text: str) -> Path:
     return atomic_write_bytes(dest, text.encode("utf-8"))
 
