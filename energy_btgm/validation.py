@@ -8,6 +8,7 @@ result file says which rules it checked. Each validation returns GE's result as 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,7 @@ class Validator:
 
         self.gx = gx
         self.max_kwh = max_kwh
+        self._lock = threading.Lock()
         self.ctx = gx.get_context(mode="ephemeral")
         self.ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
         source = self.ctx.data_sources.add_pandas("energy_btgm")
@@ -93,8 +95,12 @@ class Validator:
         return cls._shared
 
     def validate(self, suite: str, df: pd.DataFrame) -> dict:
-        batch = self._batches[suite].get_batch(batch_parameters={"dataframe": df})
-        return batch.validate(self._suites[suite]).to_json_dict()
+        # one validation at a time per context: GE's context is not thread-safe, and tasks in threads
+        # (Prefect's default runner) share the process's validator; concurrent runs mixed up their
+        # dataframes ("Unalignable boolean Series") and failed every expectation
+        with self._lock:
+            batch = self._batches[suite].get_batch(batch_parameters={"dataframe": df})
+            return batch.validate(self._suites[suite]).to_json_dict()
 
 
 def readings_frame_for_suite(df: pd.DataFrame) -> pd.DataFrame:

@@ -133,6 +133,25 @@ def test_readings_suite_catches_duplicates_and_off_grid(tmp_path):
     assert {e["expectation_config"]["kwargs"].get("column") for e in res2["results"] if not e["success"]} == {"grid_offset_min"}
 
 
+def test_one_validator_serves_threads():
+    """Tasks in threads share the process's validator: concurrent validations of frames of different sizes
+    each get their own frame's verdict (GE's context alone mixed them up and failed every expectation)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from energy_btgm.validation import READINGS_SUITE, Validator, readings_frame_for_suite
+
+    def frame(n, meter):
+        t = pd.date_range("2023-01-02", periods=n, freq="30min", tz="Europe/Paris")
+        return readings_frame_for_suite(pd.DataFrame({"meter_id": meter, "timestamp": t, "kwh": np.float32(0.5),
+                                                      "interval_min": np.int16(30), "filled": False}))
+
+    v = Validator()
+    frames = [frame(2000 + 3777 * i, f"M{i}") for i in range(8)]  # big enough to overlap (without the lock, 3 of 8 failed)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda f: v.validate(READINGS_SUITE, f), frames))
+    assert all(r["success"] for r in results), [e["exception_info"] for r in results for e in r["results"] if not e["success"]][:1]
+
+
 def test_iso_offsets_and_date_formats_parse(tmp_path):
     src = tmp_path / "iso.csv"
     src.write_text("meter_id,timestamp,kwh\n"
