@@ -20,10 +20,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(CLI) synth --store $(STORE) --households 300 --weeks 52 --seed 0 --defects --overwrite --out $(STORE)/raw/synthetic
+	$(CLI) synth --store $(STORE) --households 300 --weeks 156 --seed 0 --defects --overwrite --out $(STORE)/raw/synthetic
 	$(CLI) synth --describe $(STORE)/raw/synthetic
 	$(CLI) ingest --store $(STORE) --reports $(REPORTS) --format long --tz Europe/Paris $(STORE)/raw/synthetic/readings
-	$(CLI) curves --store $(STORE) --reports $(REPORTS) --group-sizes 10 100 --draws 200 --seed 0
+	$(CLI) curves --store $(STORE) --reports $(REPORTS) --group-sizes 10 100 --draws 67 --seed 0
 	$(CLI) train --store $(STORE) --reports $(REPORTS) --group-size 10 --seed 0
 	$(CLI) train --store $(STORE) --reports $(REPORTS) --group-size 100 --seed 0
 	$(CLI) assess weekly-peak --store $(STORE) --reports $(REPORTS) --group-size 10

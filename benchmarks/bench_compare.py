@@ -35,6 +35,7 @@ import criteria
 from energy_btgm.compare import (PROPOSAL_CONFIG, Z95, prepare_proposal, reference, run_rejection, sample_proposal,
                                   weighted_estimates)
 from energy_btgm.model import load_model
+from energy_btgm.store import sha256_file
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--store", default=str(Path(__file__).resolve().parents[1] / "data"))
@@ -54,6 +55,8 @@ gen = load_model(model)
 crit = criteria.get("weekly-peak")
 ref = reference(gen, "weekly-peak", store / "reference", n=a.reference_samples)
 ind = np.load(a.independent_reference) if a.independent_reference else None
+if ind is not None and str(ind.get("model_sha256", "")) != sha256_file(model / "weights.pt"):
+    raise SystemExit(f"{a.independent_reference} was drawn from another model than {model}; rerun benchmarks/big_reference.py")
 for u in (0.9999, 0.99):
     t_ref = float(np.quantile(ref["f"], u))
     p_ref = float((ref["f"] >= t_ref).mean())

@@ -19,7 +19,7 @@ from tqdm import tqdm
 import criteria
 from energy_btgm.compare import BATCH, _score
 from energy_btgm.model import load_model
-from energy_btgm.store import atomic_write_npz
+from energy_btgm.store import atomic_write_npz, sha256_file
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--store", default=str(Path(__file__).resolve().parents[1] / "data"))
@@ -41,5 +41,6 @@ for i in tqdm(range(0, n, BATCH), desc=f"{n:,} samples of p", unit=" batch"):
     m = s["f"] >= a.keep_above
     keep_f.append(s["f"][m].astype(np.float32))
     keep_h.append(s["peak_hour"][m].astype(np.int16))
-atomic_write_npz(out, f=np.concatenate(keep_f), hour=np.concatenate(keep_h), n=n, keep_above=a.keep_above, seed=a.seed)
+atomic_write_npz(out, f=np.concatenate(keep_f), hour=np.concatenate(keep_h), n=n, keep_above=a.keep_above, seed=a.seed,
+                 model_sha256=sha256_file(model / "weights.pt"))
 print(f"wrote {out}: {sum(map(len, keep_f)):,} of {n:,} samples with a weekly peak ≥ {a.keep_above} kW")

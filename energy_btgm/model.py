@@ -1,10 +1,20 @@
 """Residual VAE of group weekly curves (paper section 4.3: encoder and decoder of 10 residual blocks).
 
 The model sees one vector per group-week: the weekly curve (T points, kW) and the group's sum of
-member weekly peaks (kW), so that every generated curve carries its diversity factor. Inputs are
-standardised per feature with a scaler fitted on the training split. The observation model is
-Gaussian with a learned variance per feature; the prior is N(0, I) in ``latent_dim`` dimensions.
-Generated curves are decoder means (the quantity BTGM tunes: ``f̂(z) = f(dec(z))``).
+member weekly peaks (kW), so that every generated curve carries its diversity factor. Features are
+raised to ``power`` (default 1: kW as they are) and standardised with a scaler fitted on the
+training split. The observation model is Gaussian, with a learned variance per feature (or, with
+``heteroscedastic``, per feature and latent).
+
+Generated curves are decoder means (the quantity BTGM tunes: ``f̂(z) = f(dec(z))``, DESIGN.md).
+They are smoother than real small-group curves, whose peaks are slot-level spikes: the card shows
+the fit of these means and, beside it, of draws x ~ p(x|z).
+
+With ``prior_transforms`` > 0 the latent gets a second-stage prior (a two-stage VAE): a coupling
+flow ``z = T(u)``, fitted after training to the training curves' aggregate posterior, so that
+generated weeks have the energy of real ones. The generator's latent is then ``u ~ N(0, I)``, and
+BTGM, rejection sampling and importance weights all live on it. Off by default until tuning and
+compare are measured through it (README, "The generative model").
 """
 
 from __future__ import annotations
@@ -29,6 +39,9 @@ class VAEConfig:
     latent_dim: int = 16
     hidden: int = 256
     blocks: int = 10  # residual blocks in the encoder and in the decoder each
+    power: float = 1.0  # features are modelled as x ** power (kW ** power)
+    prior_transforms: int = 0  # coupling layers of a second-stage prior flow z = T(u); 0: z ~ N(0, I)
+    heteroscedastic: bool = False  # observation variance per feature and latent (True) or per feature only
 
 
 class ResBlock(nn.Module):
@@ -56,55 +69,79 @@ class VAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = _tower(cfg.n_features, cfg.hidden, 2 * cfg.latent_dim, cfg.blocks)
-        self.decoder = _tower(cfg.latent_dim, cfg.hidden, cfg.n_features, cfg.blocks)
-        self.obs_logvar = nn.Parameter(torch.full((cfg.n_features,), -2.0))  # learned observation variance
+        self.decoder = _tower(cfg.latent_dim, cfg.hidden, (2 if cfg.heteroscedastic else 1) * cfg.n_features, cfg.blocks)
+        self.obs_logvar = nn.Parameter(torch.full((cfg.n_features,), -2.0))  # per-feature observation log-variance
+        self.prior = None
+        if cfg.prior_transforms:
+            from energy_btgm.btgm import LatentFlow
+
+            self.prior = LatentFlow(cfg.latent_dim, transforms=cfg.prior_transforms, hidden=128, passes=2)
 
     def encode(self, x):  # x: (B, F) scaled -> mu, logvar: (B, Z)
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
         return mu, logvar.clamp(-12.0, 6.0)
 
-    def decode(self, z):  # z: (B, Z) -> (B, F) scaled decoder mean
-        return self.decoder(z)
+    def decode(self, z):  # z: (B, Z) -> mean and log-variance (B, F) of p(x|z), on the model's scale
+        if not self.cfg.heteroscedastic:
+            mean = self.decoder(z)
+            return mean, self.obs_logvar.expand_as(mean)
+        mean, dlogvar = self.decoder(z).chunk(2, dim=-1)
+        return mean, (self.obs_logvar + dlogvar).clamp(-8.0, 4.0)
+
+    @staticmethod
+    def obs_log_prob(x, mean, logvar):
+        """log p(x|z) per curve (B,)."""
+        return -0.5 * ((x - mean) ** 2 * (-logvar).exp() + logvar + LOG2PI).sum(-1)
+
+    @staticmethod
+    def draw(mean, logvar, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One draw of x ~ p(x|z) per row (model's scale)."""
+        return mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
 
     def loss(self, x, kl_weight: float = 1.0, generator: torch.Generator | None = None):
         """Negative ELBO per curve (mean over the batch) and its parts, in nats. x: (B, F) scaled."""
         mu, logvar = self.encode(x)
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
         z = mu + eps * (0.5 * logvar).exp()
-        xhat = self.decode(z)
-        nll = 0.5 * (((x - xhat) ** 2) * (-self.obs_logvar).exp() + self.obs_logvar + LOG2PI).sum(-1)  # (B,)
+        nll = -self.obs_log_prob(x, *self.decode(z))  # (B,)
         kl = 0.5 * (mu ** 2 + logvar.exp() - 1.0 - logvar).sum(-1)  # (B,)
         return (nll + kl_weight * kl).mean(), nll.mean(), kl.mean()
 
 
 @dataclasses.dataclass
 class Scaler:
-    """Per-feature standardisation fitted on the training split: x_scaled = (x - mean) / std."""
+    """Features in kW to the model's scale and back: y = (max(x, 0) ** power - mean) / std, with mean and
+    std fitted on the training split."""
 
     mean: np.ndarray
     std: np.ndarray
+    power: float = 1.0
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> "Scaler":
-        return cls(x.mean(0).astype(np.float32), np.maximum(x.std(0), 1e-3).astype(np.float32))
+    def fit(cls, x: np.ndarray, power: float = 1.0) -> "Scaler":
+        y = np.maximum(x, 0) ** power
+        return cls(y.mean(0).astype(np.float32), np.maximum(y.std(0), 1e-3).astype(np.float32), power)
 
-    def transform(self, x):
-        return (x - self.mean) / self.std
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return ((np.maximum(x, 0) ** self.power - self.mean) / self.std).astype(np.float32)
 
-    def inverse_torch(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.as_tensor(self.std, dtype=x.dtype) + torch.as_tensor(self.mean, dtype=x.dtype)
+    def inverse_torch(self, y: torch.Tensor) -> torch.Tensor:
+        """kW from the model's scale; values that map below 0 kW are clipped to 0 kW."""
+        y = y * torch.as_tensor(self.std, dtype=y.dtype) + torch.as_tensor(self.mean, dtype=y.dtype)
+        return y.clamp(min=0.0) ** (1.0 / self.power)
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "power": self.power}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Scaler":
-        return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
+        return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32), float(d.get("power", 1.0)))
 
 
 class Generator:
-    """A trained model ready to generate: ``decode_kw(z)`` maps latents (B, Z) to curves (B, T) in kW
-    and sums of member peaks (B,) in kW, differentiably; ``sample(n)`` draws from the prior."""
+    """A trained model ready to generate: ``decode_kw(u)`` maps latents u (B, Z) to curves (B, T) in kW
+    and sums of member peaks (B,) in kW, the decoder mean at z = T(u), differentiably in u (what BTGM
+    tunes); ``sample(n)`` draws u from N(0, I); ``sample(n, noise=True)`` draws x ~ p(x|z) instead."""
 
     def __init__(self, vae: VAE, scaler: Scaler, meta: dict, path: Path | None = None):
         self.vae = vae.eval()
@@ -118,18 +155,30 @@ class Generator:
     def latent_dim(self) -> int:
         return self.vae.cfg.latent_dim
 
-    def decode_kw(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.scaler.inverse_torch(self.vae.decode(z))  # (B, T + 1)
+    def _kw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.scaler.inverse_torch(x)
         return x[:, :-1], x[:, -1]
 
+    def decode_kw(self, u: torch.Tensor, generator: torch.Generator | None = None, noise: bool = False):
+        """Curves (B, T) and sums of member peaks (B,) in kW for latents u (B, Z): the decoder mean at
+        z = T(u), or with ``noise`` a draw of x ~ p(x|z) (noise from ``generator``)."""
+        mean, logvar = self.vae.decode(u if self.vae.prior is None else self.vae.prior(u)[0])
+        return self._kw(self.vae.draw(mean, logvar, generator) if noise else mean)
+
+    def reconstruct_kw(self, x_kw: np.ndarray) -> np.ndarray:
+        """Decoder means (kW) at the posterior means of real curves + peaks (N, F): the card's reconstructions."""
+        with torch.no_grad():
+            mu, _ = self.vae.encode(torch.as_tensor(self.scaler.transform(x_kw)))
+            return self._kw(self.vae.decode(mu)[0])[0].numpy()
+
     @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, batch: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(curves (n, T) kW, sum of member peaks (n,) kW, latents (n, Z)) from the prior."""
+    def sample(self, n: int, seed: int = 0, batch: int = 4096, noise: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(curves (n, T) kW, sum of member peaks (n,) kW, latents u (n, Z)) from the prior."""
         g = torch.Generator().manual_seed(seed)
         zs, cs, ps = [], [], []
         for i in range(0, n, batch):
             z = torch.randn(min(batch, n - i), self.latent_dim, generator=g)
-            c, p = self.decode_kw(z)
+            c, p = self.decode_kw(z, generator=g, noise=noise)
             zs.append(z.numpy()), cs.append(c.numpy()), ps.append(p.numpy())
         return np.concatenate(cs), np.concatenate(ps), np.concatenate(zs)
 
@@ -165,6 +214,8 @@ def load_model(directory: Path) -> Generator:
         raise ValueError(f"{directory / 'weights.pt'} does not match the config in model.json ({first}); "
                          "retrain or restore the matching files") from None
     scaler = Scaler.from_dict(doc["scaler"])
+    if scaler.power != cfg.power:
+        raise ValueError(f"{directory / 'model.json'}: scaler power {scaler.power} differs from the model's {cfg.power}")
     if len(scaler.mean) != cfg.n_features:
         raise ValueError(f"{directory / 'model.json'}: scaler has {len(scaler.mean)} features, model {cfg.n_features}")
     return Generator(vae, scaler, doc, directory)

@@ -44,6 +44,10 @@ class TrainConfig:
     weight_decay: float = 1e-4
     kl_warmup_epochs: int = 15  # KL weight rises linearly from 0 to 1
     patience: int = 15  # early stopping on the validation ELBO
+    power: float = 1.0  # features modelled as kW ** power (<1 makes appliance spikes less skewed)
+    prior_transforms: int = 0  # coupling layers of a second-stage prior flow on the aggregate posterior; 0: none
+    prior_steps: int = 3000  # its gradient steps (batch 512)
+    heteroscedastic: bool = False  # observation variance per feature and latent
     seed: int = 0
     device: str = "auto"
 
@@ -51,6 +55,10 @@ class TrainConfig:
         for name in ("group_size", "latent_dim", "hidden", "blocks", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.power <= 1:
+            raise ValueError(f"--power must be in (0, 1], got {self.power}")
+        if self.prior_transforms < 0:
+            raise ValueError(f"--prior-transforms must be 0 or more, got {self.prior_transforms}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -105,6 +113,37 @@ def neg_elbo(model: VAE, x: torch.Tensor, seed: int, batch: int = 4096) -> float
     return total / len(x)
 
 
+def fit_prior(model: VAE, x_train: torch.Tensor, steps: int, seed: int, batch: int = 512, progress: bool = False) -> float:
+    """Fit the second-stage prior flow by maximum likelihood to draws of the aggregate posterior
+    (1/N) Σ q(z|x_i) of the training curves; return its final mean negative log-likelihood [nats]."""
+    with torch.no_grad():
+        mu, logvar = model.encode(x_train)
+    sd = (0.5 * logvar).exp()
+    g = torch.Generator().manual_seed(seed * 1_000_003 + 77)
+    opt = torch.optim.Adam(model.prior.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc="  fit latent prior", unit=" step", mininterval=1.0)
+    recent = []
+    for _ in range(steps):
+        i = torch.randint(len(mu), (batch,), generator=g)
+        z = mu[i] + sd[i] * torch.randn(batch, mu.shape[1], generator=g)
+        loss = -model.prior.log_prob(z).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        recent = (recent + [loss.item()])[-100:]
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return float(np.mean(recent))
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     import io
 
@@ -130,15 +169,18 @@ def train(store: Path, cfg: TrainConfig, out: Path | None = None, resume: bool =
     device = _device(cfg.device)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
-    scaler = Scaler.fit(data["train"])
+    scaler = Scaler.fit(data["train"], power=cfg.power)
     x_train = torch.as_tensor(scaler.transform(data["train"]), device=device)
     x_val = torch.as_tensor(scaler.transform(data["validation"]), device=device)
     x_test = torch.as_tensor(scaler.transform(data["test"]), device=device) if len(data["test"]) else x_val
 
     torch.manual_seed(cfg.seed)
-    vcfg = VAEConfig(n_features=x_train.shape[1], latent_dim=cfg.latent_dim, hidden=cfg.hidden, blocks=cfg.blocks)
+    vcfg = VAEConfig(n_features=x_train.shape[1], latent_dim=cfg.latent_dim, hidden=cfg.hidden, blocks=cfg.blocks,
+                     power=cfg.power, prior_transforms=cfg.prior_transforms,
+                     heteroscedastic=cfg.heteroscedastic)
     model = VAE(vcfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    vae_params = [p for name, p in model.named_parameters() if not name.startswith("prior.")]  # the prior comes after
+    opt = torch.optim.AdamW(vae_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "history": [], "best_val": math.inf, "best_state": None, "bad_epochs": 0, "seconds": 0.0}
     checksum = sha256_file(curves_file)
     if resume and ckpt_path.exists():
@@ -164,6 +206,8 @@ def train(store: Path, cfg: TrainConfig, out: Path | None = None, resume: bool =
         bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=f"train vae-n{cfg.group_size}", unit=" epoch")
     try:
         for epoch in epochs:
+            if state["bad_epochs"] >= cfg.patience:  # a run killed after early stopping, resumed
+                break
             t0 = time.perf_counter()
             model.train()
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
@@ -208,6 +252,11 @@ def train(store: Path, cfg: TrainConfig, out: Path | None = None, resume: bool =
 
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
+    if model.prior is not None:
+        t0 = time.perf_counter()
+        prior_nll = fit_prior(model, x_train, cfg.prior_steps, seed=cfg.seed, progress=progress)
+        state["history"][-1]["prior_nll"] = prior_nll
+        state["seconds"] += time.perf_counter() - t0
     test_elbo = -neg_elbo(model, x_test, seed=cfg.seed + 23)
     meta = {
         "produced_by": f"energy-btgm {code_version()} train",

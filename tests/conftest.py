@@ -27,7 +27,7 @@ def year_data(tmp_path_factory):
     return out
 
 
-TINY = dict(group_size=10, latent_dim=4, hidden=16, epochs=4, batch_size=32, kl_warmup_epochs=2, patience=50)
+TINY = dict(group_size=10, latent_dim=4, hidden=16, epochs=4, batch_size=32, kl_warmup_epochs=2, patience=50, prior_steps=50)
 
 
 @pytest.fixture(scope="session")

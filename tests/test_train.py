@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 
@@ -22,16 +23,19 @@ def weights(path):
 
 
 def test_killed_run_resumes_to_the_same_weights(store, tmp_path):
-    full = train(store, TrainConfig(**TINY), out=tmp_path / "full", card=False)
+    cfg = TrainConfig(**TINY, prior_transforms=2)  # the latent prior flow, fitted after the epochs, too
+    full = train(store, cfg, out=tmp_path / "full", card=False)
     with pytest.raises(KeyboardInterrupt):
-        train(store, TrainConfig(**TINY), out=tmp_path / "resumed", card=False, stop_after_epoch=2)
+        train(store, cfg, out=tmp_path / "resumed", card=False, stop_after_epoch=2)
     assert (tmp_path / ".resumed.training" / "checkpoint.pt").exists() and not (tmp_path / "resumed").exists()
-    resumed = train(store, TrainConfig(**TINY), out=tmp_path / "resumed", card=False, resume=True)
+    resumed = train(store, cfg, out=tmp_path / "resumed", card=False, resume=True)
     a, b = weights(full), weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    u = torch.randn(8, 4)
+    assert not torch.allclose(load_model(full).vae.prior(u)[0], u, atol=1e-3)  # fitted: no longer the identity
     h = json.loads((resumed / "history.json").read_text())
     assert [e["epoch"] for e in h] == [1, 2, 3, 4]
-    other = train(store, TrainConfig(**{**TINY, "seed": 1}), out=tmp_path / "other", card=False)
+    other = train(store, dataclasses.replace(cfg, seed=1), out=tmp_path / "other", card=False)
     assert not torch.equal(weights(other)["obs_logvar"], a["obs_logvar"])
 
 
