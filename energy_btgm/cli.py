@@ -143,8 +143,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from energy_btgm.train import TrainConfig, TrainingError, train
 
     cfg = TrainConfig(group_size=args.group_size, latent_dim=args.latent_dim, hidden=args.hidden, epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, power=args.power, prior_transforms=args.prior_transforms, heteroscedastic=args.heteroscedastic,
-                      seed=args.seed, device=args.device)
+                      batch_size=args.batch_size, lr=args.lr, power=args.power, prior_transforms=args.prior_transforms,
+                      heteroscedastic=args.heteroscedastic, seed=args.seed, device=args.device)
     store = store_root(args.store)
     try:
         cfg.validate()

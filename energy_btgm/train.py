@@ -122,13 +122,10 @@ def fit_prior(model: VAE, x_train: torch.Tensor, steps: int, seed: int, batch: i
     g = torch.Generator().manual_seed(seed * 1_000_003 + 77)
     opt = torch.optim.Adam(model.prior.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        bar = tqdm(total=steps, desc="  fit latent prior", unit=" step", mininterval=1.0)
-    recent = []
-    for _ in range(steps):
+    losses = []
+    for _ in tqdm(range(steps), desc="  fit latent prior", unit=" step", mininterval=1.0, disable=not progress):
         i = torch.randint(len(mu), (batch,), generator=g)
         z = mu[i] + sd[i] * torch.randn(batch, mu.shape[1], generator=g)
         loss = -model.prior.log_prob(z).mean()
@@ -136,12 +133,8 @@ def fit_prior(model: VAE, x_train: torch.Tensor, steps: int, seed: int, batch: i
         loss.backward()
         opt.step()
         sched.step()
-        recent = (recent + [loss.item()])[-100:]
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    return float(np.mean(recent))
+        losses.append(loss.item())
+    return float(np.mean(losses[-100:]))
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
