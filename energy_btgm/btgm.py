@@ -240,10 +240,8 @@ def tune(f_latent: Callable[[torch.Tensor], torch.Tensor], dim: int, target_kl: 
         # bracket β, but not from the first stage: a flow 500 steps from the identity still sits short of
         # q_β, so its KL is low and the lower bound it gives is stale (on the demo's 10-home peak it held β
         # at that first value while KL stayed 3–7 % above the target for all 8 stages)
-        if it > 0 and ev[key] < target:
-            lo = max(lo, beta)
-        elif it > 0:
-            hi = min(hi, beta)
+        if it > 0:
+            lo, hi = (max(lo, beta), hi) if ev[key] < target else (lo, min(hi, beta))
         if key == "kl":
             step = newton_step(beta, ev["kl"], ev["var_f"], ev["m3_f"], target)
         else:  # E f: first derivative Var f, second E[(f − Ef)³]

@@ -127,8 +127,8 @@ class Scaler:
 
     def inverse_torch(self, y: torch.Tensor) -> torch.Tensor:
         """kW from the model's scale; values that map below 0 kW are clipped to 0 kW."""
-        y = y * torch.as_tensor(self.std, dtype=y.dtype) + torch.as_tensor(self.mean, dtype=y.dtype)
-        return y.clamp(min=0.0) ** (1.0 / self.power)
+        y = (y * torch.as_tensor(self.std, dtype=y.dtype) + torch.as_tensor(self.mean, dtype=y.dtype)).clamp(min=0.0)
+        return y if self.power == 1.0 else y ** (1.0 / self.power)  # no power pass on the default (hot) path
 
     def to_dict(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "power": self.power}
@@ -175,10 +175,11 @@ class Generator:
     def sample(self, n: int, seed: int = 0, batch: int = 4096, noise: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(curves (n, T) kW, sum of member peaks (n,) kW, latents u (n, Z)) from the prior."""
         g = torch.Generator().manual_seed(seed)
+        g_noise = torch.Generator().manual_seed(seed + 1)  # its own stream: with or without noise, the same latents
         zs, cs, ps = [], [], []
         for i in range(0, n, batch):
             z = torch.randn(min(batch, n - i), self.latent_dim, generator=g)
-            c, p = self.decode_kw(z, generator=g, noise=noise)
+            c, p = self.decode_kw(z, generator=g_noise, noise=noise)
             zs.append(z.numpy()), cs.append(c.numpy()), ps.append(p.numpy())
         return np.concatenate(cs), np.concatenate(ps), np.concatenate(zs)
 

@@ -116,14 +116,14 @@ def neg_elbo(model: VAE, x: torch.Tensor, seed: int, batch: int = 4096) -> float
 def fit_prior(model: VAE, x_train: torch.Tensor, steps: int, seed: int, batch: int = 512, progress: bool = False) -> float:
     """Fit the second-stage prior flow by maximum likelihood to draws of the aggregate posterior
     (1/N) Σ q(z|x_i) of the training curves; return its final mean negative log-likelihood [nats]."""
+    from tqdm import tqdm
+
     with torch.no_grad():
         mu, logvar = model.encode(x_train)
     sd = (0.5 * logvar).exp()
     g = torch.Generator().manual_seed(seed * 1_000_003 + 77)
     opt = torch.optim.Adam(model.prior.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    from tqdm import tqdm
-
     losses = []
     for _ in tqdm(range(steps), desc="  fit latent prior", unit=" step", mininterval=1.0, disable=not progress):
         i = torch.randint(len(mu), (batch,), generator=g)
