@@ -242,6 +242,8 @@ def tune(f_latent: Callable[[torch.Tensor], torch.Tensor], dim: int, target_kl: 
         # at that first value while KL stayed 3–7 % above the target for all 8 stages)
         if it > 0:
             lo, hi = (max(lo, beta), hi) if ev[key] < target else (lo, min(hi, beta))
+        if hi - lo < 0.01 * beta:  # collapsed short of the target: one end was set by a flow not yet settled
+            lo, hi = 0.0, math.inf
         if key == "kl":
             step = newton_step(beta, ev["kl"], ev["var_f"], ev["m3_f"], target)
         else:  # E f: first derivative Var f, second E[(f − Ef)³]
