@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "<store>/models/vae-nN with weights, config, scaler, history and a model card.")
     _add_common(p)
     p.add_argument("--group-size", type=int, default=10, metavar="N", help="which group curves to model (default: 10)")
-    p.add_argument("--latent-dim", type=int, default=16, help="latent dimensions (default: 16)")
+    p.add_argument("--latent-dim", type=int, default=TRAIN_DEFAULTS.latent_dim, help=f"latent dimensions (default: {TRAIN_DEFAULTS.latent_dim})")
     p.add_argument("--hidden", type=int, default=TRAIN_DEFAULTS.hidden, help=f"width of the residual blocks (default: {TRAIN_DEFAULTS.hidden})")
     p.add_argument("--epochs", type=int, default=TRAIN_DEFAULTS.epochs, metavar="E", help=f"maximum epochs (default: {TRAIN_DEFAULTS.epochs}; early stopping on the validation ELBO)")
     p.add_argument("--batch-size", type=int, default=TRAIN_DEFAULTS.batch_size, help=f"batch size (default: {TRAIN_DEFAULTS.batch_size})")

@@ -13,8 +13,8 @@ the fit of these means and, beside it, of draws x ~ p(x|z).
 With ``prior_transforms`` > 0 the latent gets a second-stage prior (a two-stage VAE): a coupling
 flow ``z = T(u)``, fitted after training to the training curves' aggregate posterior, so that
 generated weeks have the energy of real ones. The generator's latent is then ``u ~ N(0, I)``, and
-BTGM, rejection sampling and importance weights all live on it. Off by default until tuning and
-compare are measured through it (README, "The generative model").
+BTGM, rejection sampling and importance weights all live on it. Off by default: it fits the week's
+energy, but BTGM's variance ratios in compare fall through it (README, "The generative model").
 """
 
 from __future__ import annotations
