@@ -26,7 +26,7 @@ if not (store / "curves" / "groups-n10.parquet").exists():
     raise SystemExit(f"no curves under {store}; run `make demo` first")
 
 cfg = TrainConfig()
-model = VAE(VAEConfig(latent_dim=cfg.latent_dim, hidden=cfg.hidden, blocks=cfg.blocks))
+model = VAE(VAEConfig(latent_dim=cfg.latent_dim, hidden=cfg.hidden, blocks=cfg.blocks, peak_weight=cfg.peak_weight))
 opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
 x = torch.randn(cfg.batch_size * 20, 337)
 for warm in (True, False):  # warm up, then time

@@ -127,6 +127,7 @@ def write_card(model_dir: Path, data: dict) -> dict:
             "best_val_neg_elbo": meta["best_val_neg_elbo"], "epochs_run": meta["epochs_run"],
             "train_seconds": meta["train_seconds"], "n_curves": meta["n_curves"], "n_generated": N_GENERATED,
             "curves_sha256": meta["curves_sha256"], "produced_by": meta["produced_by"],
+            "peak_weight": meta["train_config"].get("peak_weight", 0.0),
             **fit_numbers(real, gen)}
     train = data["train"]
     base = fit_numbers(real, statistics(train[:, :-1], train[:, -1]))
@@ -157,9 +158,10 @@ Targets (KS ≤ 0.08 for weekly peak and energy, 0.99 quantile of the peak withi
 <table><tr><th>statistic</th><th>KS</th><th>q0.9 rel. err.</th><th>q0.99 rel. err.</th><th>q0.99 real</th><th>q0.99 generated</th>
 <th>baseline: KS, training split vs test</th><th>baseline: q0.99 rel. err.</th>
 <th>draws x ~ p(x|z): KS</th><th>draws: q0.99 rel. err.</th></tr>{rows}</table>
-<p>The last two columns are curves drawn from the full model, observation noise included, at the same latents:
-the noise carries the slot-level spikes of appliance events that decoder means smooth away, hence the weekly peak
-of small groups. BTGM tunes decoder means, not that noise.</p>
+<p>The last two columns are curves drawn from the full model, observation noise included, at the same latents.
+A Gaussian decoder's mean smooths away the slot-level spikes of appliance events that make a small group's weekly
+peak; the peak term of training (weight {card['peak_weight']:g}; 0: off) makes the means carry the week's peak. BTGM
+tunes decoder means, not the noise.</p>
 <p>The baseline columns hold the training split's real curves against the test split: the test split is
 {card['n_curves']['test']:,} curves from a few held-out weeks, and the weeks differ (weather, season), so a model of the
 training data is not expected to come closer to the test split than its own training data does.</p>

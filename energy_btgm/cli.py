@@ -144,7 +144,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(group_size=args.group_size, latent_dim=args.latent_dim, hidden=args.hidden, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, power=args.power, prior_transforms=args.prior_transforms,
-                      heteroscedastic=args.heteroscedastic, seed=args.seed, device=args.device)
+                      heteroscedastic=args.heteroscedastic, peak_weight=args.peak_weight,
+                      seed=args.seed, device=args.device)
     store = store_root(args.store)
     try:
         cfg.validate()
@@ -377,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="observation variance per feature and latent (default: per feature; decoder means stay smoother with it)")
     p.add_argument("--prior-transforms", type=int, default=TRAIN_DEFAULTS.prior_transforms, metavar="K",
                    help=f"coupling layers of the latent prior flow fitted after training (default: {TRAIN_DEFAULTS.prior_transforms}; 0: N(0, I))")
+    p.add_argument("--peak-weight", type=float, default=TRAIN_DEFAULTS.peak_weight, metavar="W",
+                   help=f"the weekly peak is also observed W times as the peak of the decoder mean, so that generated "
+                        f"curves carry real peaks (default: {TRAIN_DEFAULTS.peak_weight:g}; 0: off)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: auto)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of an interrupted run")

@@ -6,15 +6,17 @@ raised to ``power`` (default 1: kW as they are) and standardised with a scaler f
 training split. The observation model is Gaussian, with a learned variance per feature (or, with
 ``heteroscedastic``, per feature and latent).
 
-Generated curves are decoder means (the quantity BTGM tunes: ``f̂(z) = f(dec(z))``, DESIGN.md).
-They are smoother than real small-group curves, whose peaks are slot-level spikes: the card shows
-the fit of these means and, beside it, of draws x ~ p(x|z).
+Generated curves are decoder means (the quantity BTGM tunes: ``f̂(z) = f(dec(z))``, DESIGN.md). A
+Gaussian decoder's mean averages away the slot-level spikes that make a small group's weekly peak,
+so with ``peak_weight`` w > 0 the peak is also observed as the peak of the decoder mean, with its
+own learned variance: the objective is the ELBO of a model that sees the curve once and its peak
+w more times, and the latent then carries the size of the week's peak. The card shows the fit of
+the means and, beside it, of draws x ~ p(x|z).
 
 With ``prior_transforms`` > 0 the latent gets a second-stage prior (a two-stage VAE): a coupling
 flow ``z = T(u)``, fitted after training to the training curves' aggregate posterior, so that
 generated weeks have the energy of real ones. The generator's latent is then ``u ~ N(0, I)``, and
-BTGM, rejection sampling and importance weights all live on it. Off by default: it fits the week's
-energy, but BTGM's variance ratios in compare fall through it (README, "The generative model").
+BTGM, rejection sampling and importance weights all live on it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class VAEConfig:
     power: float = 1.0  # features are modelled as x ** power (kW ** power)
     prior_transforms: int = 0  # coupling layers of a second-stage prior flow z = T(u); 0: z ~ N(0, I)
     heteroscedastic: bool = False  # observation variance per feature and latent (True) or per feature only
+    peak_weight: float = 0.0  # weight of the weekly peak, observed as the peak of the decoder mean (0: off)
 
 
 class ResBlock(nn.Module):
@@ -71,6 +74,12 @@ class VAE(nn.Module):
         self.encoder = _tower(cfg.n_features, cfg.hidden, 2 * cfg.latent_dim, cfg.blocks)
         self.decoder = _tower(cfg.latent_dim, cfg.hidden, (2 if cfg.heteroscedastic else 1) * cfg.n_features, cfg.blocks)
         self.obs_logvar = nn.Parameter(torch.full((cfg.n_features,), -2.0))  # per-feature observation log-variance
+        if cfg.peak_weight:
+            # the scaler (to read the weekly peak in kW from the model's scale) and the peaks' std; set by train()
+            self.register_buffer("feat_mean", torch.zeros(cfg.n_features))
+            self.register_buffer("feat_std", torch.ones(cfg.n_features))
+            self.register_buffer("peak_std", torch.ones(()))
+            self.peak_logvar = nn.Parameter(torch.tensor(-2.0))
         self.prior = None
         if cfg.prior_transforms:
             from energy_btgm.btgm import LatentFlow
@@ -98,12 +107,25 @@ class VAE(nn.Module):
         """One draw of x ~ p(x|z) per row (model's scale)."""
         return mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
 
-    def loss(self, x, kl_weight: float = 1.0, generator: torch.Generator | None = None):
-        """Negative ELBO per curve (mean over the batch) and its parts, in nats. x: (B, F) scaled."""
+    def peak(self, y):
+        """(B,) weekly peak [kW] over the training peaks' std, from features (B, F) on the model's scale."""
+        kw = (y[:, :-1] * self.feat_std[:-1] + self.feat_mean[:-1]).clamp(min=0.0)
+        return (kw if self.cfg.power == 1.0 else kw ** (1.0 / self.cfg.power)).amax(-1) / self.peak_std
+
+    def loss(self, x, kl_weight: float = 1.0, generator: torch.Generator | None = None, peak_term: bool = True):
+        """Negative ELBO per curve (mean over the batch) and its parts, in nats. x: (B, F) scaled.
+
+        With ``peak_weight`` w > 0 (and ``peak_term``), the reconstruction term also holds w times the
+        Gaussian negative log-likelihood of the curve's weekly peak given the peak of the decoder mean:
+        the objective is then the ELBO of a model that observes the peak w more times."""
         mu, logvar = self.encode(x)
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
         z = mu + eps * (0.5 * logvar).exp()
-        nll = -self.obs_log_prob(x, *self.decode(z))  # (B,)
+        mean, obs_logvar = self.decode(z)
+        nll = -self.obs_log_prob(x, mean, obs_logvar)  # (B,)
+        if self.cfg.peak_weight and peak_term:
+            lv = self.peak_logvar
+            nll = nll + self.cfg.peak_weight * 0.5 * ((self.peak(x) - self.peak(mean)) ** 2 * (-lv).exp() + lv + LOG2PI)
         kl = 0.5 * (mu ** 2 + logvar.exp() - 1.0 - logvar).sum(-1)  # (B,)
         return (nll + kl_weight * kl).mean(), nll.mean(), kl.mean()
 

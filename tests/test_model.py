@@ -80,3 +80,29 @@ def test_latent_prior_fits_the_aggregate_posterior():
     assert torch.allclose(z.mean(0), c, atol=0.05) and torch.allclose(z.std(0), torch.full((2,), sd), rtol=0.08)
     exact = torch.distributions.Normal(c, sd).log_prob(z).sum(-1)
     assert float((log_q - exact).mean()) == pytest.approx(0.0, abs=0.03)  # KL(flow ‖ exact) ≈ 0
+
+
+@pytest.mark.parametrize("power", [1.0, 0.7])
+def test_peak_term_is_the_gaussian_likelihood_of_the_weekly_peak(power):
+    """With peak weight w, the loss adds w·(−log N(peak(x); peak(mean), σ²)) per curve, peaks in kW over
+    their training std, read back through the scaler: checked against numpy on the same draws."""
+    rng = np.random.default_rng(0)
+    x_kw = np.abs(rng.normal(3.0, 1.5, (64, 7))).astype(np.float32)  # 6 slots + the sum of member peaks
+    sc = Scaler.fit(x_kw, power=power)
+    vae = VAE(VAEConfig(n_features=7, latent_dim=2, hidden=8, blocks=1, power=power, peak_weight=4.0))
+    with torch.no_grad():
+        vae.feat_mean.copy_(torch.as_tensor(sc.mean)), vae.feat_std.copy_(torch.as_tensor(sc.std))
+        vae.peak_std.fill_(2.5), vae.peak_logvar.fill_(-0.7)
+        for p in vae.decoder[-1].parameters():
+            torch.nn.init.normal_(p, std=0.5, generator=torch.Generator().manual_seed(1))
+    x = torch.as_tensor(sc.transform(x_kw))
+    with torch.no_grad():
+        _, nll_with, _ = vae.loss(x, generator=torch.Generator().manual_seed(3))
+        _, nll_without, _ = vae.loss(x, generator=torch.Generator().manual_seed(3), peak_term=False)
+        mu, logvar = vae.encode(x)
+        eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(3))
+        mean_kw = sc.inverse_torch(vae.decode(mu + eps * (0.5 * logvar).exp())[0]).numpy()
+    a, b = x_kw[:, :-1].max(1) / 2.5, mean_kw[:, :-1].max(1) / 2.5
+    var = math.exp(-0.7)
+    want = 4.0 * np.mean(0.5 * ((a - b) ** 2 / var + math.log(var) + math.log(2 * math.pi)))
+    assert float(nll_with - nll_without) == pytest.approx(want, rel=1e-4)

@@ -132,6 +132,7 @@ def test_freshness_keys_follow_the_manifests(tiny_model, tmp_path):
 
     store = tmp_path / "store"
     shutil.copytree(tiny_model, store)
+    shutil.rmtree(store / "tuned", ignore_errors=True)  # other tests may have tuned in the shared store
     tune_criterion(store, "weekly-energy", store / "models" / "vae-n10", target_kl=1.0,
                    cfg=TuneConfig(transforms=2, hidden=16, steps=20, n_norm=4096, n_eval=4096, max_iter=2), n_bank=50)
     assert _fresh_model(store, 10) and _fresh_tune(store, "weekly-energy", 10)

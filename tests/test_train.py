@@ -77,9 +77,9 @@ def test_diverging_loss_stops_with_last_good_checkpoint(store, tmp_path, monkeyp
 
     real_loss, calls = model_mod.VAE.loss, {"n": 0}
 
-    def flaky(self, x, kl_weight=1.0, generator=None):
+    def flaky(self, x, kl_weight=1.0, generator=None, **kw):
         calls["n"] += 1
-        loss, nll, kl = real_loss(self, x, kl_weight, generator)
+        loss, nll, kl = real_loss(self, x, kl_weight, generator, **kw)
         return (loss * float("nan"), nll, kl) if self.training and calls["n"] > 12 else (loss, nll, kl)
 
     monkeypatch.setattr(model_mod.VAE, "loss", flaky)
