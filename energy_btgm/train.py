@@ -48,7 +48,7 @@ class TrainConfig:
     prior_transforms: int = 4  # coupling layers of a second-stage prior flow on the aggregate posterior; 0: none
     prior_steps: int = 3000  # its gradient steps (batch 512)
     heteroscedastic: bool = False  # observation variance per feature and latent
-    peak_weight: float = 10.0  # the weekly peak observed w more times, as the peak of the decoder mean; 0: off
+    peak_weight: float = 20.0  # the weekly peak observed w more times, as the peak of the decoder mean; 0: off
     seed: int = 0
     device: str = "auto"
 
