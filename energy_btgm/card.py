@@ -127,7 +127,7 @@ def write_card(model_dir: Path, data: dict) -> dict:
             "best_val_neg_elbo": meta["best_val_neg_elbo"], "epochs_run": meta["epochs_run"],
             "train_seconds": meta["train_seconds"], "n_curves": meta["n_curves"], "n_generated": N_GENERATED,
             "curves_sha256": meta["curves_sha256"], "produced_by": meta["produced_by"],
-            "peak_weight": meta["train_config"].get("peak_weight", 0.0),
+            "peak_weight": gen_model.vae.cfg.peak_weight,
             **fit_numbers(real, gen)}
     train = data["train"]
     base = fit_numbers(real, statistics(train[:, :-1], train[:, -1]))

@@ -47,6 +47,12 @@ class VAEConfig:
     peak_weight: float = 0.0  # weight of the weekly peak, observed as the peak of the decoder mean (0: off)
 
 
+def to_kw(y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, power: float) -> torch.Tensor:
+    """Features on the model's scale back to kW: max(y·std + mean, 0) ** (1 / power)."""
+    y = (y * std + mean).clamp(min=0.0)
+    return y if power == 1.0 else y ** (1.0 / power)  # no power pass on the default (hot) path
+
+
 class ResBlock(nn.Module):
     """x + W2 SiLU(W1 LayerNorm(x)); the second layer starts at zero so each block starts as the identity."""
 
@@ -109,8 +115,7 @@ class VAE(nn.Module):
 
     def peak(self, y):
         """(B,) weekly peak [kW] over the training peaks' std, from features (B, F) on the model's scale."""
-        kw = (y[:, :-1] * self.feat_std[:-1] + self.feat_mean[:-1]).clamp(min=0.0)
-        return (kw if self.cfg.power == 1.0 else kw ** (1.0 / self.cfg.power)).amax(-1) / self.peak_std
+        return to_kw(y[:, :-1], self.feat_mean[:-1], self.feat_std[:-1], self.cfg.power).amax(-1) / self.peak_std
 
     def loss(self, x, kl_weight: float = 1.0, generator: torch.Generator | None = None, peak_term: bool = True):
         """Negative ELBO per curve (mean over the batch) and its parts, in nats. x: (B, F) scaled.
@@ -149,8 +154,7 @@ class Scaler:
 
     def inverse_torch(self, y: torch.Tensor) -> torch.Tensor:
         """kW from the model's scale; values that map below 0 kW are clipped to 0 kW."""
-        y = (y * torch.as_tensor(self.std, dtype=y.dtype) + torch.as_tensor(self.mean, dtype=y.dtype)).clamp(min=0.0)
-        return y if self.power == 1.0 else y ** (1.0 / self.power)  # no power pass on the default (hot) path
+        return to_kw(y, torch.as_tensor(self.mean, dtype=y.dtype), torch.as_tensor(self.std, dtype=y.dtype), self.power)
 
     def to_dict(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "power": self.power}
