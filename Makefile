@@ -8,15 +8,15 @@ STORE  ?= data
 REPORTS ?= reports
 CLI    := $(VENV)/bin/energy-btgm
 
-.PHONY: setup demo test bench serve clean
+.PHONY: setup demo test bench serve clean constraints
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,7 +35,14 @@ demo: $(STAMP)
 	$(CLI) report --store $(STORE) --reports $(REPORTS) --run latest
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
+
+# after changing dependencies: pin what the venv now holds (torch is pinned above, the project is editable)
+constraints: $(STAMP)
+	{ sed -n '1,4p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -viE '^(torch|energy-btgm)=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 serve: $(STAMP)
 	$(PY) -m pipelines.serve

@@ -32,9 +32,10 @@ import torch
 from _common import report
 
 import criteria
-from energy_btgm.compare import (PROPOSAL_CONFIG, Z95, prepare_proposal, reference, run_rejection, sample_proposal,
-                                  weighted_estimates)
-from energy_btgm.model import load_model
+from energy_btgm.estimate.comparison import reference, run_rejection
+from energy_btgm.estimate.estimators import Z95, weighted_estimates
+from energy_btgm.estimate.proposal import PROPOSAL_CONFIG, prepare_proposal, sample_proposal
+from energy_btgm.model.vae import load_model
 from energy_btgm.store import sha256_file
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,7 +45,9 @@ ap.add_argument("--seconds", type=float, default=60.0)
 ap.add_argument("--repeats", type=int, default=40)
 ap.add_argument("--reference-samples", type=int, default=10_000_000)
 ap.add_argument("--repeat-seconds", type=float, default=5.0)
-ap.add_argument("--seed", type=int, default=3, help="seed of the proposal's tuning and of the sampling (another seed: another proposal)")
+ap.add_argument(
+    "--seed", type=int, default=3, help="seed of the proposal's tuning and of the sampling (another seed: another proposal)"
+)
 ap.add_argument("--independent-reference", help="an .npz from big_reference.py")
 a = ap.parse_args()
 store = Path(a.store)
@@ -83,37 +86,91 @@ for u in (0.9999, 0.99):
     var_rej = p_ref * (1 - p_ref) / (rate * a.seconds)
     var_btgm = float(np.var(est, ddof=1)) * float(np.mean(n_btgm)) / max(r_btgm * budget, 1.0)  # per-sample variance / N
     report("compare", f"u={u}: decoder throughput, rejection / BTGM (interleaved)", f"{rate:.0f} / {r_btgm:.0f}", "curves/s", "")
-    report("compare", f"u={u}: proposal tuning + refinement + pilots ({len(prop.flows)} flow(s))", round(t_train, 1), "s",
-           f"< {a.seconds:g} s budget")
-    report("compare", f"u={u}: relative error of the mean estimate over repeats", round(float(est.mean()) / p_ref - 1, 3), "", "about 0")
-    report("compare", f"u={u}: variance ratio rejection/BTGM ({a.repeats} repeats)",
-           round(var_rej / var_btgm, 1) if var_btgm > 0 else "inf", "x", ">= 100" if u > 0.999 else ">= 3")
+    report(
+        "compare",
+        f"u={u}: proposal tuning + refinement + pilots ({len(prop.flows)} flow(s))",
+        round(t_train, 1),
+        "s",
+        f"< {a.seconds:g} s budget",
+    )
+    report(
+        "compare",
+        f"u={u}: relative error of the mean estimate over repeats",
+        round(float(est.mean()) / p_ref - 1, 3),
+        "",
+        "about 0",
+    )
+    report(
+        "compare",
+        f"u={u}: variance ratio rejection/BTGM ({a.repeats} repeats)",
+        round(var_rej / var_btgm, 1) if var_btgm > 0 else "inf",
+        "x",
+        ">= 100" if u > 0.999 else ">= 3",
+    )
     # coverage: alone, and with the reference's own error (relative SE 1/sqrt(exceedances)) folded in
     covered = float(np.mean((est - Z95 * ses <= p_ref) & (p_ref <= est + Z95 * ses)))
-    cover_ref = float(np.mean(np.abs(est - p_ref) <= Z95 * np.sqrt(ses ** 2 + se_ref ** 2)))
+    cover_ref = float(np.mean(np.abs(est - p_ref) <= Z95 * np.sqrt(ses**2 + se_ref**2)))
     # calibration: does each repeat's interval cover the mean of the other repeats (the estimator's own centre)?
     loo = (est.sum() - est) / (len(est) - 1)
-    cover_loo = float(np.mean(np.abs(est - loo) <= Z95 * np.sqrt(ses ** 2 + np.var(est, ddof=1) / (len(est) - 1))))
+    cover_loo = float(np.mean(np.abs(est - loo) <= Z95 * np.sqrt(ses**2 + np.var(est, ddof=1) / (len(est) - 1))))
     report("compare", f"u={u}: reference relative standard error", round(se_ref / p_ref, 4), "", "")
     report("compare", f"u={u}: BTGM 95% interval coverage of the reference value alone", round(covered, 2), "", "")
-    report("compare", f"u={u}: BTGM 95% interval coverage of the reference, its own error included", round(cover_ref, 2), "",
-           "about 0.95")
-    report("compare", f"u={u}: BTGM 95% interval coverage of the other repeats' mean (calibration)", round(cover_loo, 2), "",
-           "about 0.95")
+    report(
+        "compare",
+        f"u={u}: BTGM 95% interval coverage of the reference, its own error included",
+        round(cover_ref, 2),
+        "",
+        "about 0.95",
+    )
+    report(
+        "compare",
+        f"u={u}: BTGM 95% interval coverage of the other repeats' mean (calibration)",
+        round(cover_loo, 2),
+        "",
+        "about 0.95",
+    )
     if ind is not None:
         if t_ref < float(ind["keep_above"]):
-            raise SystemExit(f"{a.independent_reference} keeps peaks above {float(ind['keep_above'])} kW only; the level-{u} "
-                             f"threshold is {t_ref:.3f} kW: rerun big_reference.py with a lower --keep-above")
+            raise SystemExit(
+                f"{a.independent_reference} keeps peaks above {float(ind['keep_above'])} kW only; the level-{u} "
+                f"threshold is {t_ref:.3f} kW: rerun big_reference.py with a lower --keep-above"
+            )
         p_ind = float((ind["f"] >= t_ref).sum()) / int(ind["n"])
         se_ind = math.sqrt(p_ind * (1 - p_ind) / int(ind["n"]))
-        report("compare", f"u={u}: independent reference ({int(ind['n']):.0e} samples, seed {int(ind['seed'])}) and its relative SE",
-               f"{p_ind:.4e} / {se_ind / p_ind:.4f}", "", "")
-        report("compare", f"u={u}: relative error of the mean estimate against the independent reference",
-               round(float(est.mean()) / p_ind - 1, 4), "", "about 0")
-        report("compare", f"u={u}: BTGM 95% interval coverage of the independent reference value alone",
-               round(float(np.mean(np.abs(est - p_ind) <= Z95 * ses)), 2), "", "about 0.95")
+        report(
+            "compare",
+            f"u={u}: independent reference ({int(ind['n']):.0e} samples, seed {int(ind['seed'])}) and its relative SE",
+            f"{p_ind:.4e} / {se_ind / p_ind:.4f}",
+            "",
+            "",
+        )
+        report(
+            "compare",
+            f"u={u}: relative error of the mean estimate against the independent reference",
+            round(float(est.mean()) / p_ind - 1, 4),
+            "",
+            "about 0",
+        )
+        report(
+            "compare",
+            f"u={u}: BTGM 95% interval coverage of the independent reference value alone",
+            round(float(np.mean(np.abs(est - p_ind) <= Z95 * ses)), 2),
+            "",
+            "about 0.95",
+        )
     t_rej_10k = 10_000 / (rate * (1 - u))
     t_btgm_10k = t_train + 10_000 / float(np.mean(ess_rate))
-    report("compare", f"u={u}: seconds to 10,000 effective tail scenarios, rejection / BTGM", f"{t_rej_10k:.0f} / {t_btgm_10k:.0f}", "s", "")
-    report("compare", f"u={u}: speed ratio for 10,000 effective tail scenarios", round(t_rej_10k / t_btgm_10k, 1), "x",
-           ">= 20" if u > 0.999 else "")
+    report(
+        "compare",
+        f"u={u}: seconds to 10,000 effective tail scenarios, rejection / BTGM",
+        f"{t_rej_10k:.0f} / {t_btgm_10k:.0f}",
+        "s",
+        "",
+    )
+    report(
+        "compare",
+        f"u={u}: speed ratio for 10,000 effective tail scenarios",
+        round(t_rej_10k / t_btgm_10k, 1),
+        "x",
+        ">= 20" if u > 0.999 else "",
+    )

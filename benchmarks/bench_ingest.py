@@ -29,11 +29,12 @@ if not csv.exists():
     work.mkdir(parents=True, exist_ok=True)
     make = f"""
 import pyarrow as pa, pyarrow.csv as pcsv, pyarrow.parquet as pq, pyarrow.compute as pc
-from energy_btgm.synth import SynthConfig, generate
+from energy_btgm.data.synth import SynthConfig, generate
 from pathlib import Path
 w = Path({str(work)!r})
 generate(SynthConfig(households={a.households}, weeks={a.weeks}, tz="Europe/London"), w / "synth", overwrite=True)
-with pcsv.CSVWriter(str(w / "lcl_blocks.tmp"), write_options=pcsv.WriteOptions(quoting_style="none"), schema=pa.schema([("LCLid", pa.string()), ("tstp", pa.string()), ("energy(kWh/hh)", pa.float32())])) as out:
+LCL_SCHEMA = pa.schema([("LCLid", pa.string()), ("tstp", pa.string()), ("energy(kWh/hh)", pa.float32())])
+with pcsv.CSVWriter(str(w / "lcl_blocks.tmp"), write_options=pcsv.WriteOptions(quoting_style="none"), schema=LCL_SCHEMA) as out:
     for f in sorted((w / "synth" / "readings").glob("*.parquet")):
         t = pq.read_table(f)
         ts = pc.strftime(pc.local_timestamp(t["timestamp"]), format="%Y-%m-%d %H:%M:00.0000000")
@@ -48,7 +49,6 @@ rows = sum(1 for _ in open(csv, "rb")) - 1
 
 def timed(code: str) -> tuple[float, float]:
     """(seconds, peak RSS MB) of ``code`` run in a fresh process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)
     dt = time.perf_counter() - t
@@ -57,8 +57,8 @@ def timed(code: str) -> tuple[float, float]:
 
 ours = f"""
 from pathlib import Path
-from energy_btgm.ingest import IngestConfig, ingest
-from energy_btgm.curves import CurvesConfig, household_curves
+from energy_btgm.data.ingest import IngestConfig, ingest
+from energy_btgm.data.curves import CurvesConfig, household_curves
 s = Path({str(work)!r}) / "store"
 m = ingest([Path({str(csv)!r})], s, IngestConfig(fmt="lcl", tz="Europe/London"), reports=Path({str(work)!r}) / "reports")
 hh, info = household_curves(s, CurvesConfig())
@@ -77,7 +77,7 @@ con.execute(\"\"\"COPY (SELECT meter_id, date_trunc('week', ts) AS week, list(kw
              FROM r GROUP BY ALL) TO '{work}/duck_curves.parquet' (FORMAT parquet)\"\"\")
 print("duckdb: household-weeks", con.execute("SELECT count(*) FROM '{work}/duck_curves.parquet'").fetchone()[0])
 """
-timed("import duckdb, energy_btgm.ingest")  # warm the page cache and imports
+timed("import duckdb, energy_btgm.data.ingest")  # warm the page cache and imports
 t_duck, _ = timed(duck)
 t_ours, rss_ours = timed(ours)
 report("ingest", f"input: LCL-layout CSV, {rows:,} rows, {size_mb:.0f} MB", rows, "rows", "20 M")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from _common import peak_rss_mb, report
 
-from energy_btgm.synth import SynthConfig, generate
+from energy_btgm.data.synth import SynthConfig, generate
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--households", type=int, default=1000)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from _common import report
 
-from energy_btgm.tuning import tune_criterion
+from energy_btgm.tuning.run import tune_criterion
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--store", default=str(Path(__file__).resolve().parents[1] / "data"))

@@ -17,8 +17,9 @@ import torch
 from tqdm import tqdm
 
 import criteria
-from energy_btgm.compare import BATCH, _score
-from energy_btgm.model import load_model
+from energy_btgm.core import BATCH
+from energy_btgm.estimate.proposal import score
+from energy_btgm.model.vae import load_model
 from energy_btgm.store import atomic_write_npz, sha256_file
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,10 +38,17 @@ gen, crit, n = load_model(model), criteria.get("weekly-peak"), int(a.samples)
 g = torch.Generator().manual_seed(a.seed)
 keep_f, keep_h = [], []
 for i in tqdm(range(0, n, BATCH), desc=f"{n:,} samples of p", unit=" batch"):
-    s = _score(gen, crit, torch.randn(min(BATCH, n - i), gen.latent_dim, generator=g))
+    s = score(gen, crit, torch.randn(min(BATCH, n - i), gen.latent_dim, generator=g))
     m = s["f"] >= a.keep_above
     keep_f.append(s["f"][m].astype(np.float32))
     keep_h.append(s["peak_hour"][m].astype(np.int16))
-atomic_write_npz(out, f=np.concatenate(keep_f), hour=np.concatenate(keep_h), n=n, keep_above=a.keep_above, seed=a.seed,
-                 model_sha256=sha256_file(model / "weights.pt"))
+atomic_write_npz(
+    out,
+    f=np.concatenate(keep_f),
+    hour=np.concatenate(keep_h),
+    n=n,
+    keep_above=a.keep_above,
+    seed=a.seed,
+    model_sha256=sha256_file(model / "weights.pt"),
+)
 print(f"wrote {out}: {sum(map(len, keep_f)):,} of {n:,} samples with a weekly peak ≥ {a.keep_above} kW")

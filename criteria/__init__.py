@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -29,7 +29,7 @@ def _dt_h(x: torch.Tensor) -> float:
 
 def _wednesday(x: torch.Tensor) -> torch.Tensor:
     T = x.shape[-1]
-    return x[..., 2 * T // 7: 3 * T // 7]  # (*, T/7) Monday 00:00 start: Wednesday is day 2
+    return x[..., 2 * T // 7 : 3 * T // 7]  # (*, T/7) Monday 00:00 start: Wednesday is day 2
 
 
 def weekly_peak(x: torch.Tensor, smooth: float | None = None) -> torch.Tensor:
@@ -80,15 +80,24 @@ class Criterion:
 
 SMOOTH_PEAK_TAU_KW = 0.25
 
-REGISTRY: dict[str, Criterion] = {c.name: c for c in (
-    Criterion("weekly-peak", weekly_peak, "kW", +1, "maximum of the weekly curve (smooth max τ=0.25 kW for training)",
-              train_fn=lambda x: weekly_peak(x, smooth=SMOOTH_PEAK_TAU_KW)),
-    Criterion("wednesday-gap", wednesday_gap, "kW", +1, wednesday_gap.__doc__),
-    Criterion("mae-flatness", mae_flatness, "kWh", +1, mae_flatness.__doc__),
-    Criterion("mae-flatness-min", mae_flatness, "kWh", -1, "mae-flatness minimised: flat weeks (empty homes)"),
-    Criterion("weekly-energy", weekly_energy, "kWh", +1, weekly_energy.__doc__),
-    Criterion("wednesday-mean", wednesday_mean, "kW", +1, wednesday_mean.__doc__),
-)}
+REGISTRY: dict[str, Criterion] = {
+    c.name: c
+    for c in (
+        Criterion(
+            "weekly-peak",
+            weekly_peak,
+            "kW",
+            +1,
+            "maximum of the weekly curve (smooth max τ=0.25 kW for training)",
+            train_fn=lambda x: weekly_peak(x, smooth=SMOOTH_PEAK_TAU_KW),
+        ),
+        Criterion("wednesday-gap", wednesday_gap, "kW", +1, wednesday_gap.__doc__),
+        Criterion("mae-flatness", mae_flatness, "kWh", +1, mae_flatness.__doc__),
+        Criterion("mae-flatness-min", mae_flatness, "kWh", -1, "mae-flatness minimised: flat weeks (empty homes)"),
+        Criterion("weekly-energy", weekly_energy, "kWh", +1, weekly_energy.__doc__),
+        Criterion("wednesday-mean", wednesday_mean, "kW", +1, wednesday_mean.__doc__),
+    )
+}
 
 
 def get(name: str) -> Criterion:
@@ -101,8 +110,9 @@ def get(name: str) -> Criterion:
             fn = getattr(importlib.import_module(mod), attr)
         except (ImportError, AttributeError) as e:
             raise KeyError(f"cannot import criterion {name!r}: {e}") from None
-        return Criterion(name, fn, getattr(fn, "unit", "?"), getattr(fn, "direction", +1),
-                         (fn.__doc__ or name).strip().splitlines()[0])
+        return Criterion(
+            name, fn, getattr(fn, "unit", "?"), getattr(fn, "direction", +1), (fn.__doc__ or name).strip().splitlines()[0]
+        )
     raise KeyError(f"unknown criterion {name!r}; known: {', '.join(REGISTRY)}, or an import path package.module:function")
 
 
@@ -112,12 +122,16 @@ def check(c: Criterion, T: int = 336) -> None:
     for label, fn in (("report", c.fn), ("training", lambda v: c.train(v))):
         y = fn(x)
         if not isinstance(y, torch.Tensor) or y.shape != (4,):
-            raise ValueError(f"criterion {c.name!r} ({label}) must map curves (B, T) to (B,); "
-                             f"got shape {tuple(getattr(y, 'shape', ()))} for input (4, {T})")
+            raise ValueError(
+                f"criterion {c.name!r} ({label}) must map curves (B, T) to (B,); "
+                f"got shape {tuple(getattr(y, 'shape', ()))} for input (4, {T})"
+            )
         if not torch.isfinite(y).all():
             raise ValueError(f"criterion {c.name!r} ({label}) returned NaN or inf on positive test curves")
     y = c.train(x).sum()
     g = torch.autograd.grad(y, x, allow_unused=True)[0] if y.requires_grad else None
     if g is None or not torch.isfinite(g).all() or g.abs().sum() == 0:
-        raise ValueError(f"criterion {c.name!r} has no usable gradient with respect to the curve; "
-                         "BTGM needs a differentiable criterion (use a smooth surrogate for training)")
+        raise ValueError(
+            f"criterion {c.name!r} has no usable gradient with respect to the curve; "
+            "BTGM needs a differentiable criterion (use a smooth surrogate for training)"
+        )

@@ -1,7 +1,14 @@
 """energy-btgm: extreme-but-plausible electricity load scenarios by Boltzmann Tuning of Generative Models.
 
-The library runs from a plain Python session and imports no orchestrator; ``pipelines/`` wraps it
-in Prefect flows.
+The package reads as the pipeline, each layer importing only the layers before it::
+
+    data  <-  model  <-  tuning  <-  estimate  <-  outputs  <-  cli (and ``pipelines/``)
+
+with base modules every layer may use: ``store`` (store layout, atomic writes, provenance),
+``validation`` (Great Expectations suites), ``bank`` (the scenario bank's schema, writer and
+reader), ``core`` (the latent flow, importance-weight statistics, figures) and the top-level
+``criteria`` package. ``tests/test_layout.py`` fails on an import that points back up. The library
+runs from a plain Python session and imports no orchestrator; ``pipelines/`` wraps it in Prefect flows.
 """
 
 __version__ = "0.1.0"

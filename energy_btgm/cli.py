@@ -8,24 +8,18 @@ and a one-line message naming the argument and the fix; nothing is written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from energy_btgm import __version__
+from energy_btgm.data.config import CurvesConfig, IngestConfig, SynthConfig
+from energy_btgm.model.config import TrainConfig
 from energy_btgm.store import STORE_ENV, store_root
 
-
-class _TrainDefaults:
-    """Training defaults shown in --help, read lazily so that `--help` does not import torch."""
-
-    def __getattr__(self, name):
-        from energy_btgm.train import TrainConfig
-
-        return getattr(TrainConfig(), name)
-
-
-TRAIN_DEFAULTS = _TrainDefaults()
+# the subcommands whose options are fields of a config dataclass: their defaults are read from it
+CONFIGS = {"synth": SynthConfig, "ingest": IngestConfig, "curves": CurvesConfig, "train": TrainConfig}
 
 
 class UsageError(Exception):
@@ -33,14 +27,43 @@ class UsageError(Exception):
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", metavar="DIR", default=None,
-                   help=f"store root for data, models and banks (default: ${STORE_ENV} or data/)")
+    p.add_argument(
+        "--store", metavar="DIR", default=None, help=f"store root for data, models and banks (default: ${STORE_ENV} or data/)"
+    )
     p.add_argument("--reports", metavar="DIR", default="reports", help="where reports go (default: reports/)")
+
+
+def _show(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _option(p: argparse.ArgumentParser, cls, field: str, *flags: str, help: str, default_text: str | None = None, **kw) -> None:
+    """An option for field ``field`` of the config dataclass ``cls``, its default read from the dataclass
+    (so that it lives in one place) and shown in the help; a False boolean becomes a flag."""
+    default = {f.name: f.default for f in dataclasses.fields(cls)}[field]
+    if isinstance(default, tuple):
+        default = list(default)
+        kw.setdefault("nargs", "+")
+        kw.setdefault("type", type(default[0]))
+    elif isinstance(default, bool):
+        kw.setdefault("action", "store_true")
+    elif default is not None:
+        kw.setdefault("type", type(default))
+    shown = "" if kw.get("action") == "store_true" else f" (default: {default_text or _show(default)})"
+    p.add_argument(*(flags or ("--" + field.replace("_", "-"),)), dest=field, default=default, help=help + shown, **kw)
+
+
+def _config(cls, args: argparse.Namespace):
+    """The config dataclass ``cls`` from the parsed options (its fields that are options)."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
 
 
 def _model_dir(args: argparse.Namespace, store: Path) -> Path:
     """--model, else the store's model for --group-size (a clear error when there is none)."""
-    from energy_btgm.train import latest_model
+    from energy_btgm.model.train import latest_model
 
     return Path(args.model) if args.model else latest_model(store, args.group_size)
 
@@ -54,10 +77,10 @@ def _group_size_of(model_dir: Path, default: int) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from energy_btgm.synth import SynthConfig, generate
+    from energy_btgm.data.synth import generate
 
     if args.describe:
-        from energy_btgm.describe import check, describe, format_check
+        from energy_btgm.data.describe import check, describe, format_check
 
         path = Path(args.describe)
         if not path.exists():
@@ -70,9 +93,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         print(f"{len(bad)} statistic(s) out of range: {', '.join(bad)}" if bad else "all statistics in range")
         return 1 if bad else 0
 
-    cfg = SynthConfig(households=args.households, start=args.start, weeks=args.weeks, resolution=args.resolution,
-                      tz=args.tz, seed=args.seed, heating_share=args.heating_share, ev_share=args.ev_share,
-                      defects=args.defects)
+    cfg = _config(SynthConfig, args)
     try:
         cfg.validate()
     except ValueError as e:
@@ -81,58 +102,73 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise UsageError(f"--out {out} already exists; pass --overwrite to replace it, or choose another --out")
     record = generate(cfg, out, overwrite=args.overwrite, progress=not args.quiet)
-    print(f"wrote {record['rows']:,} readings of {cfg.households} households, {cfg.weeks} weeks at {cfg.resolution} "
-          f"to {out}" + (f" (defects injected: {record['defects_injected']})" if cfg.defects else ""))
+    print(
+        f"wrote {record['rows']:,} readings of {cfg.households} households, {cfg.weeks} weeks at {cfg.resolution} "
+        f"to {out}" + (f" (defects injected: {record['defects_injected']})" if cfg.defects else "")
+    )
     return 0
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from energy_btgm.ingest import IngestConfig, ingest
-    from energy_btgm.readers import InputError
+    from energy_btgm.data.ingest import ingest
+    from energy_btgm.data.readers import InputError
 
-    cfg = IngestConfig(fmt=args.format, tz=args.tz, unit=args.unit, resolution=args.resolution, meter_col=args.meter_col,
-                       time_col=args.time_col, value_col=args.value_col, delimiter=args.delimiter,
-                       max_kwh_per_30min=args.max_kwh_per_30min, max_gap_h=args.max_gap_h)
+    cfg = _config(IngestConfig, args)
     try:
         cfg.validate()
     except ValueError as e:
         raise UsageError(str(e)) from None
     sources = args.sources or [str(store_root(args.store) / "raw" / "synthetic" / "readings")]
     try:
-        m = ingest(sources, store_root(args.store), cfg, reports=Path(args.reports), progress=not args.quiet,
-                   partitions=args.partitions)
+        m = ingest(
+            sources, store_root(args.store), cfg, reports=Path(args.reports), progress=not args.quiet, partitions=args.partitions
+        )
     except InputError as e:
         raise UsageError(str(e)) from None
     c = m["counts"]
-    print(f"ingested {len(m['sources'])} file(s): {c['rows_in']:,} rows in = {c['rows_kept']:,} kept + "
-          f"{c['rows_quarantined']:,} quarantined; {c['rows_repaired_filled']:,} filled; {m['meters']} meters; "
-          f"{m['date_range'][0] if m['date_range'] else '-'} .. {m['date_range'][1] if m['date_range'] else '-'}")
+    print(
+        f"ingested {len(m['sources'])} file(s): {c['rows_in']:,} rows in = {c['rows_kept']:,} kept + "
+        f"{c['rows_quarantined']:,} quarantined; {c['rows_repaired_filled']:,} filled; {m['meters']} meters; "
+        f"{m['date_range'][0] if m['date_range'] else '-'} .. {m['date_range'][1] if m['date_range'] else '-'}"
+    )
     if c["quarantined_by_reason"]:
         print("  quarantined by reason: " + ", ".join(f"{k} {v:,}" for k, v in c["quarantined_by_reason"].items()))
     print(f"  DST: {c['dst_ambiguous_resolved']:,} ambiguous resolved, {c['dst_nonexistent_shifted']:,} nonexistent shifted")
     if m["validation"]:
         v = m["validation"]
-        print(f"  validation {'passed' if v['success'] else 'FAILED'}: {v['evaluated']} expectations over {v['chunks']} chunk(s) -> {v['result_file']}")
+        print(
+            f"  validation {'passed' if v['success'] else 'FAILED'}: {v['evaluated']} expectations over {v['chunks']} "
+            f"chunk(s) -> {v['result_file']}"
+        )
     print(f"  readings: {store_root(args.store) / 'readings'}   quarantine: {m['quarantine_file']}   ({m['seconds']} s)")
     return 0
 
 
 def _cmd_curves(args: argparse.Namespace) -> int:
-    from energy_btgm.curves import CurvesConfig, build
+    from energy_btgm.data.curves import build
 
-    cfg = CurvesConfig(group_sizes=tuple(args.group_sizes), draws=args.draws, seed=args.seed, max_missing=args.max_missing)
+    cfg = _config(CurvesConfig, args)
     try:
         cfg.validate()
-        m = build(store_root(args.store), cfg, weather=Path(args.weather) if args.weather else None,
-                  reports=Path(args.reports), progress=not args.quiet)
+        m = build(
+            store_root(args.store),
+            cfg,
+            weather=Path(args.weather) if args.weather else None,
+            reports=Path(args.reports),
+            progress=not args.quiet,
+        )
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
-    print(f"household weekly curves: {m['household_weeks_kept']:,} kept, {m['household_weeks_excluded']:,} excluded "
-          f"(> {cfg.max_missing:.0%} missing or filled); {m['points_per_week']} points per week")
+    print(
+        f"household weekly curves: {m['household_weeks_kept']:,} kept, {m['household_weeks_excluded']:,} excluded "
+        f"(> {cfg.max_missing:.0%} missing or filled); {m['points_per_week']} points per week"
+    )
     for n, g in m["groups"].items():
-        print(f"  groups of {n}: {g['rows']:,} curves over {g['weeks']} weeks; DF median {g['df_p50']:.2f}, "
-              f"ADMD median {g['admd_kw_p50']:.2f} kW, peak median {g['peak_kw_p50']:.1f} kW, p99 {g['peak_kw_p99']:.1f} kW")
-    print(f"  split by week: " + ", ".join(f"{k} {len(v)}" for k, v in m["split"].items()))
+        print(
+            f"  groups of {n}: {g['rows']:,} curves over {g['weeks']} weeks; DF median {g['df_p50']:.2f}, "
+            f"ADMD median {g['admd_kw_p50']:.2f} kW, peak median {g['peak_kw_p50']:.1f} kW, p99 {g['peak_kw_p99']:.1f} kW"
+        )
+    print("  split by week: " + ", ".join(f"{k} {len(v)}" for k, v in m["split"].items()))
     if m["validation"]:
         print(f"  validation {'passed' if m['validation']['success'] else 'FAILED'} -> {m['validation']['result_file']}")
     print(f"  curves: {store_root(args.store) / 'curves'}   ({m['seconds']} s)")
@@ -140,32 +176,42 @@ def _cmd_curves(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from energy_btgm.train import TrainConfig, TrainingError, train
+    from energy_btgm.model.card import TARGETS_TEXT
+    from energy_btgm.model.train import TrainingError, train
 
-    cfg = TrainConfig(group_size=args.group_size, latent_dim=args.latent_dim, hidden=args.hidden, epochs=args.epochs,
-                      batch_size=args.batch_size, lr=args.lr, power=args.power, prior_transforms=args.prior_transforms,
-                      heteroscedastic=args.heteroscedastic, peak_weight=args.peak_weight,
-                      seed=args.seed, device=args.device)
+    cfg = _config(TrainConfig, args)
     store = store_root(args.store)
     try:
         cfg.validate()
-        out = train(store, cfg, out=Path(args.out) if args.out else None, resume=args.resume, progress=not args.quiet,
-                    curves_dir=Path(args.curves) if args.curves else None)
+        out = train(
+            store,
+            cfg,
+            out=Path(args.out) if args.out else None,
+            resume=args.resume,
+            progress=not args.quiet,
+            curves_dir=Path(args.curves) if args.curves else None,
+        )
     except (ValueError, FileNotFoundError, TrainingError) as e:
         raise UsageError(str(e)) from None
     card = json.loads((out / "card.json").read_text())
     print(f"model: {out}  ({card['epochs_run']} epochs, {card['train_seconds']:.0f} s; test ELBO {card['test_elbo']:.1f} nats)")
-    for label, fit in (("fit on the test split", card), ("baseline, training split vs test split", card["train_vs_test"]),
-                       ("draws x ~ p(x|z), noise included (not what BTGM tunes)", card["drawn_with_noise"])):
-        print(f"  {label} (KS | q0.99 rel. err.): " + ", ".join(f"{k} {fit['ks'][k]:.3f} | {fit['q99_rel_err'][k]:+.1%}" for k in fit["ks"]))
-    print(f"  targets (KS <= 0.08 peak and energy, peak q0.99 within 5 %): {'met' if card['targets']['met'] else 'NOT met'}")
+    for label, fit in (
+        ("fit on the test split", card),
+        ("baseline, training split vs test split", card["train_vs_test"]),
+        ("draws x ~ p(x|z), noise included (not what BTGM tunes)", card["drawn_with_noise"]),
+    ):
+        print(
+            f"  {label} (KS | q0.99 rel. err.): "
+            + ", ".join(f"{k} {fit['ks'][k]:.3f} | {fit['q99_rel_err'][k]:+.1%}" for k in fit["ks"])
+        )
+    print(f"  targets ({TARGETS_TEXT}): {'met' if card['targets']['met'] else 'NOT met'}")
     print(f"  model card: {out / 'card.html'}")
     return 0
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from energy_btgm.model import load_model
-    from energy_btgm.sample import write_samples
+    from energy_btgm.model.sample import write_samples
+    from energy_btgm.model.vae import load_model
 
     store = store_root(args.store)
     try:
@@ -182,8 +228,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from energy_btgm.btgm import TuneConfig
-    from energy_btgm.tuning import tune_criterion
+    from energy_btgm.tuning.engine import TuneConfig
+    from energy_btgm.tuning.run import tune_criterion
 
     store = store_root(args.store)
     try:
@@ -200,24 +246,35 @@ def _cmd_tune(args: argparse.Namespace) -> int:
                 bar.set_postfix(beta=f"{ev['beta']:.3f}", kl=f"{ev['kl']:.3f}")
 
         try:
-            s = tune_criterion(store, args.criterion, model_dir, top_fraction=args.top_fraction, target_kl=args.target_kl,
-                               target_mean=args.target_mean, seed=args.seed, n_bank=args.n, progress=show)
+            s = tune_criterion(
+                store,
+                args.criterion,
+                model_dir,
+                top_fraction=args.top_fraction,
+                target_kl=args.target_kl,
+                target_mean=args.target_mean,
+                seed=args.seed,
+                n_bank=args.n,
+                progress=show,
+            )
         finally:
             if bar is not None:
                 bar.close()
     except (ValueError, KeyError, FileNotFoundError) as e:
         raise UsageError(str(e).strip("'\"")) from None
-    print(f"{s['criterion']} on groups of {s['group_size']}: β = {s['beta']:.3f} (normalised criterion), "
-          f"KL = {s['kl']:.3f} (target {s['target_kl'] if s['target_kl'] is not None else '-'}), "
-          f"E f = {s['mean_f']:.2f} {s['unit']} vs {s['mean_f_under_p']:.2f} under p, "
-          f"Pareto efficiency {s['pareto_efficiency']:.3f}, {s['seconds']:.0f} s"
-          + ("" if s["converged"] else "  [β search did NOT converge]"))
+    print(
+        f"{s['criterion']} on groups of {s['group_size']}: β = {s['beta']:.3f} (normalised criterion), "
+        f"KL = {s['kl']:.3f} (target {s['target_kl'] if s['target_kl'] is not None else '-'}), "
+        f"E f = {s['mean_f']:.2f} {s['unit']} vs {s['mean_f_under_p']:.2f} under p, "
+        f"Pareto efficiency {s['pareto_efficiency']:.3f}, {s['seconds']:.0f} s"
+        + ("" if s["converged"] else "  [β search did NOT converge]")
+    )
     print(f"  flow, summary and figures: {s['flow_dir']}   bank: {s['bank']}")
     return 0
 
 
 def _cmd_assess(args: argparse.Namespace) -> int:
-    from energy_btgm.assess import assess
+    from energy_btgm.tuning.assess import assess
 
     store = store_root(args.store)
     try:
@@ -228,14 +285,16 @@ def _cmd_assess(args: argparse.Namespace) -> int:
         raise UsageError(str(e).strip("'\"")) from None
     print(f"{args.criterion}: gradient norms of the normalised variants over {args.n:,} samples of p")
     for name, v in r["variants"].items():
-        print(f"  {name:<28} near-zero {v['share_near_zero']:6.1%}   p99/median {v['p99_over_median']:6.2f}"
-              + ("   <- recommended" if name == r["recommended"] else ""))
+        print(
+            f"  {name:<28} near-zero {v['share_near_zero']:6.1%}   p99/median {v['p99_over_median']:6.2f}"
+            + ("   <- recommended" if name == r["recommended"] else "")
+        )
     print(f"  figure: {r['figure']}")
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from energy_btgm.bank import export
+    from energy_btgm.outputs.export import export
 
     ext = {"long-csv": ".csv", "wide-csv": ".csv", "long-parquet": ".parquet"}.get(args.format, "")
     out = Path(args.out) if args.out else Path(args.bank).with_name(f"export-{args.format}{ext}")
@@ -248,25 +307,43 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from energy_btgm.compare import compare, out_dir_for
+    from energy_btgm.estimate.comparison import compare, out_dir_for
 
     store = store_root(args.store)
     try:
         model_dir = _model_dir(args, store)
         out = out_dir_for(Path(args.reports), args.criterion, _group_size_of(model_dir, args.group_size))
-        r = compare(model_dir, args.criterion, args.levels, args.seconds, out, store / "reference", seed=args.seed,
-                    n_reference=args.reference_samples, progress=not args.quiet)
+        r = compare(
+            model_dir,
+            args.criterion,
+            args.levels,
+            args.seconds,
+            out,
+            store / "reference",
+            seed=args.seed,
+            n_reference=args.reference_samples,
+            progress=not args.quiet,
+        )
     except (ValueError, KeyError, FileNotFoundError) as e:
         raise UsageError(str(e).strip("'\"")) from None
-    print(f"{args.criterion} on groups of {r['group_size']}, {args.seconds:g} s per method "
-          f"(reference: {r['reference_samples']:,} samples of p)")
-    print(f"  {'level':>8} {'reference':>10} {'rejection [95% CI]':>28} {'BTGM [95% CI]':>28} {'var ratio':>10} {'10k tail s (rej/btgm)':>22}")
+    print(
+        f"{args.criterion} on groups of {r['group_size']}, {args.seconds:g} s per method "
+        f"(reference: {r['reference_samples']:,} samples of p)"
+    )
+    print(
+        f"  {'level':>8} {'reference':>10} {'rejection [95% CI]':>28} {'BTGM [95% CI]':>28} {'var ratio':>10} "
+        f"{'10k tail s (rej/btgm)':>22}"
+    )
     for u, e in r["levels"].items():
         rj, bt = e["rejection"], e["btgm"]
         ratio = e["variance_ratio_rejection_over_btgm"]
-        print(f"  {u:>8} {e['reference']['quantile']:10.3f} {rj['quantile']:9.3f} [{rj['quantile_ci'][0]:7.3f},{rj['quantile_ci'][1]:7.3f}] "
-              f"{bt['quantile']:9.3f} [{bt['quantile_ci'][0]:7.3f},{bt['quantile_ci'][1]:7.3f}] "
-              f"{ratio if ratio is None else round(ratio, 1)!s:>10} {rj['seconds_per_10k_effective_tail']:10.0f}/{bt['seconds_per_10k_effective_tail']:<10.0f}")
+        print(
+            f"  {u:>8} {e['reference']['quantile']:10.3f} "
+            f"{rj['quantile']:9.3f} [{rj['quantile_ci'][0]:7.3f},{rj['quantile_ci'][1]:7.3f}] "
+            f"{bt['quantile']:9.3f} [{bt['quantile_ci'][0]:7.3f},{bt['quantile_ci'][1]:7.3f}] "
+            f"{ratio if ratio is None else round(ratio, 1)!s:>10} "
+            f"{rj['seconds_per_10k_effective_tail']:10.0f}/{bt['seconds_per_10k_effective_tail']:<10.0f}"
+        )
     print(f"  compare.json: {out / 'compare.json'}")
     return 0
 
@@ -276,18 +353,22 @@ def _fmt_ratio(r: float | None) -> str:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from energy_btgm.report import build
+    from energy_btgm.outputs.report import build
 
     path = build(store_root(args.store), Path(args.reports), run=args.run)
     summary = json.loads((path.parent / "summary.json").read_text())
     for key, t in summary.get("tuned", {}).items():
-        print(f"  {key:<24} β {t['beta']:.3f}  KL {t['kl']:.3f}  E f {t['mean_f']:.2f} vs {t['mean_f_under_p']:.2f} {t['unit']} "
-              f"under p  Pareto efficiency {t['pareto_efficiency']:.3f}")
+        print(
+            f"  {key:<24} β {t['beta']:.3f}  KL {t['kl']:.3f}  E f {t['mean_f']:.2f} vs {t['mean_f_under_p']:.2f} {t['unit']} "
+            f"under p  Pareto efficiency {t['pareto_efficiency']:.3f}"
+        )
     for key, c in summary.get("compare", {}).items():
         for u, e in c["levels"].items():
-            print(f"  {key} q{u}: reference {e['reference']['quantile']:.3f}, rejection {e['rejection']['quantile']:.3f}, "
-                  f"BTGM {e['btgm']['quantile']:.3f} {c['unit']}; variance ratio rejection/BTGM "
-                  f"{_fmt_ratio(e['variance_ratio_rejection_over_btgm'])}")
+            print(
+                f"  {key} q{u}: reference {e['reference']['quantile']:.3f}, rejection {e['rejection']['quantile']:.3f}, "
+                f"BTGM {e['btgm']['quantile']:.3f} {c['unit']}; variance ratio rejection/BTGM "
+                f"{_fmt_ratio(e['variance_ratio_rejection_over_btgm'])}"
+            )
     print(f"report: {path.resolve()}")
     return 0
 
@@ -296,26 +377,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="energy-btgm",
         description="Extreme-but-plausible electricity load scenarios by Boltzmann Tuning of Generative Models.",
-        epilog="Store layout: raw/ readings/ quarantine/ curves/ models/ banks/ under --store; reports under --reports.")
+        epilog="Store layout: raw/ readings/ quarantine/ curves/ models/ banks/ under --store; reports under --reports.",
+    )
     parser.add_argument("--version", action="version", version=f"energy-btgm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("synth", help="generate a realistic synthetic household meter data set (or --describe one)",
-                       description="Generate synthetic household smart-meter readings (long format, chunked Parquet) "
-                                   "with a household table and a daily temperature table; or, with --describe PATH, "
-                                   "print the statistics of a data set against published smart-meter trial ranges.")
+    p = sub.add_parser(
+        "synth",
+        help="generate a realistic synthetic household meter data set (or --describe one)",
+        description="Generate synthetic household smart-meter readings (long format, chunked Parquet) "
+        "with a household table and a daily temperature table; or, with --describe PATH, "
+        "print the statistics of a data set against published smart-meter trial ranges.",
+    )
     _add_common(p)
-    p.add_argument("--households", type=int, default=300, metavar="N", help="number of households (default: 300)")
-    p.add_argument("--start", default="2023-01-02", help="first Monday, local date YYYY-MM-DD (default: 2023-01-02)")
-    p.add_argument("--weeks", type=int, default=52, metavar="W", help="number of weeks (default: 52)")
-    p.add_argument("--resolution", default="30min", help="interval: 15min, 30min or 60min (default: 30min)")
-    p.add_argument("--tz", default="Europe/Paris", help="IANA time zone of the meters (default: Europe/Paris)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
-    p.add_argument("--heating-share", type=float, default=0.35, help="share of electrically heated homes (default: 0.35)")
-    p.add_argument("--ev-share", type=float, default=0.15, help="share of homes with an EV (default: 0.15)")
-    p.add_argument("--defects", action="store_true",
-                   help="inject export defects: gaps, duplicates (some conflicting), stuck-at-zero, a negative "
-                        "reading, naive local timestamps with DST as exported")
+    _option(p, SynthConfig, "households", metavar="N", help="number of households")
+    _option(p, SynthConfig, "start", help="first Monday, local date YYYY-MM-DD")
+    _option(p, SynthConfig, "weeks", metavar="W", help="number of weeks")
+    _option(p, SynthConfig, "resolution", help="interval: 15min, 30min or 60min")
+    _option(p, SynthConfig, "tz", help="IANA time zone of the meters")
+    _option(p, SynthConfig, "seed", metavar="S", help="random seed")
+    _option(p, SynthConfig, "heating_share", help="share of electrically heated homes")
+    _option(p, SynthConfig, "ev_share", help="share of homes with an EV")
+    _option(
+        p,
+        SynthConfig,
+        "defects",
+        help="inject export defects: gaps, duplicates (some conflicting), stuck-at-zero, "
+        "a negative reading, naive local timestamps with DST as exported",
+    )
     p.add_argument("--out", metavar="PATH", help="output folder (default: <store>/raw/synthetic/)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--describe", metavar="PATH", help="print statistics of the data set at PATH instead of generating")
@@ -323,75 +412,110 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
 
-    p = sub.add_parser("ingest", help="validate and clean meter files into the canonical readings",
-                       description="Read meter files (CSV, gzip CSV, Parquet) in bounded memory, clean them (duplicates, "
-                                   "bad values, DST, gaps up to --max-gap-h), validate with Great Expectations, and write "
-                                   "<store>/readings (partitioned Parquet + manifest.json) and <store>/quarantine.")
+    p = sub.add_parser(
+        "ingest",
+        help="validate and clean meter files into the canonical readings",
+        description="Read meter files (CSV, gzip CSV, Parquet) in bounded memory, clean them (duplicates, "
+        "bad values, DST, gaps up to --max-gap-h), validate with Great Expectations, and write "
+        "<store>/readings (partitioned Parquet + manifest.json) and <store>/quarantine.",
+    )
     _add_common(p)
-    p.add_argument("sources", nargs="*", metavar="SOURCE",
-                   help="files or folders (default: <store>/raw/synthetic/readings)")
-    p.add_argument("--format", default="long", choices=["long", "lcl", "wide"],
-                   help="long: meter,timestamp,value; lcl: Low Carbon London (datastore or per-block); "
-                        "wide: timestamp + one column per meter (UCI) (default: long)")
-    p.add_argument("--tz", default="Europe/Paris", help="time zone of naive timestamps (default: Europe/Paris)")
-    p.add_argument("--unit", default=None, choices=["kwh", "wh", "kw"], help="unit of values (default: kw for wide, else kwh)")
-    p.add_argument("--resolution", default="auto", help="auto, 15min, 30min or 60min; coarser than native sums (default: auto)")
-    p.add_argument("--meter-col", default="meter_id", help="long format: meter id column (default: meter_id)")
-    p.add_argument("--time-col", default="timestamp", help="long format: timestamp column (default: timestamp)")
-    p.add_argument("--value-col", default="kwh", help="long format: value column (default: kwh)")
-    p.add_argument("--delimiter", default=None, help="CSV delimiter (default: ',' or ';' for wide)")
-    p.add_argument("--max-kwh-per-30min", type=float, default=10.0, help="plausibility bound, scaled by the interval (default: 10)")
-    p.add_argument("--max-gap-h", type=float, default=2.0, help="fill gaps up to this many hours linearly (default: 2)")
-    p.add_argument("--partitions", type=int, default=None,
-                   help="split households into this many partitions, cleaned in parallel (default: one per ~2 M rows)")
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="files or folders (default: <store>/raw/synthetic/readings)")
+    _option(
+        p,
+        IngestConfig,
+        "fmt",
+        "--format",
+        choices=["long", "lcl", "wide"],
+        help="long: meter,timestamp,value; lcl: Low Carbon London (datastore or per-block); "
+        "wide: timestamp + one column per meter (UCI)",
+    )
+    _option(p, IngestConfig, "tz", help="time zone of naive timestamps")
+    _option(p, IngestConfig, "unit", choices=["kwh", "wh", "kw"], help="unit of values", default_text="kw for wide, else kwh")
+    _option(p, IngestConfig, "resolution", help="auto, 15min, 30min or 60min; coarser than native sums")
+    _option(p, IngestConfig, "meter_col", help="long format: meter id column")
+    _option(p, IngestConfig, "time_col", help="long format: timestamp column")
+    _option(p, IngestConfig, "value_col", help="long format: value column")
+    _option(p, IngestConfig, "delimiter", help="CSV delimiter", default_text="',' or ';' for wide")
+    _option(p, IngestConfig, "max_kwh_per_30min", help="plausibility bound, scaled by the interval")
+    _option(p, IngestConfig, "max_gap_h", help="fill gaps up to this many hours linearly")
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="split households into this many partitions, cleaned in parallel (default: one per ~2 M rows)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_ingest)
 
-    p = sub.add_parser("curves", help="household and group weekly curves with diversity factor",
-                       description="Build household weekly curves (kW, Monday 00:00 local) from <store>/readings and "
-                                   "group curves of random households per week with DF and ADMD; split weeks into "
-                                   "train/validation/test; validate with Great Expectations; write <store>/curves.")
+    p = sub.add_parser(
+        "curves",
+        help="household and group weekly curves with diversity factor",
+        description="Build household weekly curves (kW, Monday 00:00 local) from <store>/readings and "
+        "group curves of random households per week with DF and ADMD; split weeks into "
+        "train/validation/test; validate with Great Expectations; write <store>/curves.",
+    )
     _add_common(p)
-    p.add_argument("--group-sizes", type=int, nargs="+", default=[10, 100], metavar="N", help="group sizes (default: 10 100)")
-    p.add_argument("--draws", type=int, default=200, metavar="R", help="random groups per week and size (default: 200)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
-    p.add_argument("--max-missing", type=float, default=0.10,
-                   help="exclude household-weeks with a larger share missing or filled (default: 0.10)")
-    p.add_argument("--weather", metavar="PATH", help="daily temperature Parquet (date, temp_c); default: the synthetic one if present")
+    _option(p, CurvesConfig, "group_sizes", metavar="N", help="group sizes")
+    _option(p, CurvesConfig, "draws", metavar="R", help="random groups per week and size")
+    _option(p, CurvesConfig, "seed", metavar="S", help="random seed")
+    _option(p, CurvesConfig, "max_missing", help="exclude household-weeks with a larger share missing or filled")
+    p.add_argument(
+        "--weather", metavar="PATH", help="daily temperature Parquet (date, temp_c); default: the synthetic one if present"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_curves)
 
-    p = sub.add_parser("train", help="train the residual VAE of group weekly curves and write its model card",
-                       description="Train a VAE (10 residual blocks in the encoder and in the decoder) on the group curves "
-                                   "of one size; checkpoint every epoch (--resume continues a killed run); write "
-                                   "<store>/models/vae-nN with weights, config, scaler, history and a model card.")
+    p = sub.add_parser(
+        "train",
+        help="train the residual VAE of group weekly curves and write its model card",
+        description="Train a VAE (10 residual blocks in the encoder and in the decoder) on the group curves "
+        "of one size; checkpoint every epoch (--resume continues a killed run); write "
+        "<store>/models/vae-nN with weights, config, scaler, history and a model card.",
+    )
     _add_common(p)
-    p.add_argument("--group-size", type=int, default=10, metavar="N", help="which group curves to model (default: 10)")
-    p.add_argument("--latent-dim", type=int, default=TRAIN_DEFAULTS.latent_dim, help=f"latent dimensions (default: {TRAIN_DEFAULTS.latent_dim})")
-    p.add_argument("--hidden", type=int, default=TRAIN_DEFAULTS.hidden, help=f"width of the residual blocks (default: {TRAIN_DEFAULTS.hidden})")
-    p.add_argument("--epochs", type=int, default=TRAIN_DEFAULTS.epochs, metavar="E", help=f"maximum epochs (default: {TRAIN_DEFAULTS.epochs}; early stopping on the validation ELBO)")
-    p.add_argument("--batch-size", type=int, default=TRAIN_DEFAULTS.batch_size, help=f"batch size (default: {TRAIN_DEFAULTS.batch_size})")
-    p.add_argument("--lr", type=float, default=TRAIN_DEFAULTS.lr, help=f"AdamW learning rate (default: {TRAIN_DEFAULTS.lr})")
-    p.add_argument("--power", type=float, default=TRAIN_DEFAULTS.power,
-                   help=f"model kW ** POWER, so that slot-level spikes are close to Gaussian (default: {TRAIN_DEFAULTS.power}; 1: plain kW)")
-    p.add_argument("--heteroscedastic", action="store_true",
-                   help="observation variance per feature and latent (default: per feature; decoder means stay smoother with it)")
-    p.add_argument("--prior-transforms", type=int, default=TRAIN_DEFAULTS.prior_transforms, metavar="K",
-                   help=f"coupling layers of the latent prior flow fitted after training (default: {TRAIN_DEFAULTS.prior_transforms}; 0: N(0, I))")
-    p.add_argument("--peak-weight", type=float, default=TRAIN_DEFAULTS.peak_weight, metavar="W",
-                   help=f"the weekly peak is also observed W times as the peak of the decoder mean, so that generated "
-                        f"curves carry real peaks (default: {TRAIN_DEFAULTS.peak_weight:g}; 0: off)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default: auto)")
+    _option(p, TrainConfig, "group_size", metavar="N", help="which group curves to model")
+    _option(p, TrainConfig, "latent_dim", help="latent dimensions")
+    _option(p, TrainConfig, "hidden", help="width of the residual blocks")
+    _option(p, TrainConfig, "epochs", metavar="E", help="maximum epochs, with early stopping on the validation ELBO")
+    _option(p, TrainConfig, "batch_size", help="batch size")
+    _option(p, TrainConfig, "lr", help="AdamW learning rate")
+    _option(p, TrainConfig, "power", help="model kW ** POWER, so that slot-level spikes are close to Gaussian (1: plain kW)")
+    _option(
+        p,
+        TrainConfig,
+        "heteroscedastic",
+        help="observation variance per feature and latent (default: per feature; decoder means stay smoother with it)",
+    )
+    _option(
+        p,
+        TrainConfig,
+        "prior_transforms",
+        metavar="K",
+        help="coupling layers of the latent prior flow fitted after training (0: N(0, I))",
+    )
+    _option(
+        p,
+        TrainConfig,
+        "peak_weight",
+        metavar="W",
+        help="the weekly peak is also observed W times as the peak of the decoder mean, so that generated "
+        "curves carry real peaks (0: off)",
+    )
+    _option(p, TrainConfig, "seed", metavar="S", help="random seed")
+    _option(p, TrainConfig, "device", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of an interrupted run")
     p.add_argument("--curves", metavar="PATH", help="folder holding groups-nN.parquet (default: <store>/curves)")
     p.add_argument("--out", metavar="DIR", help="model directory (default: <store>/models/vae-nN)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("sample", help="write generated curves of a trained model as Parquet",
-                       description="Draw N latents from the prior, decode them, and write the curves with their peak, "
-                                   "energy, sum of member peaks, diversity factor, ADMD and latent log-density.")
+    p = sub.add_parser(
+        "sample",
+        help="write generated curves of a trained model as Parquet",
+        description="Draw N latents from the prior, decode them, and write the curves with their peak, "
+        "energy, sum of member peaks, diversity factor, ADMD and latent log-density.",
+    )
     _add_common(p)
     p.add_argument("model", nargs="?", help="model directory (default: the store's model for --group-size)")
     p.add_argument("--group-size", type=int, default=10, metavar="N", help="without MODEL: which model (default: 10)")
@@ -400,19 +524,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="PATH", help="output Parquet (default: <store>/banks/samples-<model>.parquet)")
     p.set_defaults(func=_cmd_sample)
 
-    p = sub.add_parser("tune", help="BTGM: tune a trained model toward a criterion (top fraction, KL or mean target)",
-                       description="Learn a normalizing flow on the latent space of a trained VAE so that samples follow "
-                                   "q(x) ∝ p(x)·exp(β f(x)), β searched to hit the target; measure the result against the "
-                                   "theoretical Pareto front; write the flow, summary.json, figures and a bank of tuned "
-                                   "scenarios under the store.")
+    p = sub.add_parser(
+        "tune",
+        help="BTGM: tune a trained model toward a criterion (top fraction, KL or mean target)",
+        description="Learn a normalizing flow on the latent space of a trained VAE so that samples follow "
+        "q(x) ∝ p(x)·exp(β f(x)), β searched to hit the target; measure the result against the "
+        "theoretical Pareto front; write the flow, summary.json, figures and a bank of tuned "
+        "scenarios under the store.",
+    )
     _add_common(p)
-    p.add_argument("criterion", help="a registered criterion (weekly-peak, wednesday-gap, mae-flatness, mae-flatness-min, "
-                                     "weekly-energy, wednesday-mean) or package.module:function")
+    p.add_argument(
+        "criterion",
+        help="a registered criterion (weekly-peak, wednesday-gap, mae-flatness, mae-flatness-min, "
+        "weekly-energy, wednesday-mean) or package.module:function",
+    )
     p.add_argument("--model", metavar="DIR", help="model directory (default: the store's model for --group-size)")
     p.add_argument("--group-size", type=int, default=10, metavar="N", help="without --model: which model (default: 10)")
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--top-fraction", type=float, default=None, metavar="RHO",
-                        help="target the top fraction RHO of p: KL = -log RHO (default when no target: 0.01)")
+    target.add_argument(
+        "--top-fraction",
+        type=float,
+        default=None,
+        metavar="RHO",
+        help="target the top fraction RHO of p: KL = -log RHO (default when no target: 0.01)",
+    )
     target.add_argument("--target-kl", type=float, default=None, metavar="K", help="target KL(q||p) in nats")
     target.add_argument("--target-mean", type=float, default=None, metavar="M", help="target E_q f in the criterion's units")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
@@ -420,23 +555,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_tune)
 
-    p = sub.add_parser("assess", help="compare equivalent variants of a criterion before tuning (gradient norms)",
-                       description="Normalise each variant of the criterion under p, estimate the distribution of the "
-                                   "gradient norm in latent space on samples of p, plot it, summarise it and recommend "
-                                   "the variant that should train best (paper section 4.2).")
+    p = sub.add_parser(
+        "assess",
+        help="compare equivalent variants of a criterion before tuning (gradient norms)",
+        description="Normalise each variant of the criterion under p, estimate the distribution of the "
+        "gradient norm in latent space on samples of p, plot it, summarise it and recommend "
+        "the variant that should train best (paper section 4.2).",
+    )
     _add_common(p)
     p.add_argument("criterion", help="weekly-peak (hard max, smooth max, log of the peak) or any registered criterion")
     p.add_argument("--model", metavar="DIR", help="model directory (default: the store's model for --group-size)")
     p.add_argument("--group-size", type=int, default=10, metavar="N", help="without --model: which model (default: 10)")
-    p.add_argument("--variants", nargs="+", metavar="NAME",
-                   help="compare these instead: registered criteria or package.module:function (training version)")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        metavar="NAME",
+        help="compare these instead: registered criteria or package.module:function (training version)",
+    )
     p.add_argument("-n", type=int, default=10_000, help="samples of p (default: 10000)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     p.set_defaults(func=_cmd_assess)
 
-    p = sub.add_parser("export", help="export a scenario bank as a timestamped table for grid simulators",
-                       description="Write a bank's weekly curves as (scenario_id, timestamp, load_kw) rows (long-csv, "
-                                   "long-parquet) or one column per scenario (wide-csv), laid on the week of --week-start.")
+    p = sub.add_parser(
+        "export",
+        help="export a scenario bank as a timestamped table for grid simulators",
+        description="Write a bank's weekly curves as (scenario_id, timestamp, load_kw) rows (long-csv, "
+        "long-parquet) or one column per scenario (wide-csv), laid on the week of --week-start.",
+    )
     _add_common(p)
     p.add_argument("bank", help="bank file or folder (e.g. data/banks/criterion=weekly-peak/group_size=10)")
     p.add_argument("--format", default="long-csv", help="long-csv, wide-csv or long-parquet (default: long-csv)")
@@ -444,25 +589,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="PATH", help="output file (default: beside the bank)")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("compare", help="BTGM against rejection sampling on extreme quantiles, at equal wall-clock budget",
-                       description="Estimate upper quantiles and exceedance probabilities of a criterion under p by "
-                                   "rejection sampling (crude Monte-Carlo) and by BTGM importance sampling (flow training "
-                                   "included), each within --seconds, against a cached reference of >= 10^7 samples of p.")
+    p = sub.add_parser(
+        "compare",
+        help="BTGM against rejection sampling on extreme quantiles, at equal wall-clock budget",
+        description="Estimate upper quantiles and exceedance probabilities of a criterion under p by "
+        "rejection sampling (crude Monte-Carlo) and by BTGM importance sampling (flow training "
+        "included), each within --seconds, against a cached reference of >= 10^7 samples of p.",
+    )
     _add_common(p)
     p.add_argument("--criterion", default="weekly-peak", help="criterion to estimate (default: weekly-peak, hard max)")
     p.add_argument("--model", metavar="DIR", help="model directory (default: the store's model for --group-size)")
     p.add_argument("--group-size", type=int, default=10, metavar="N", help="without --model: which model (default: 10)")
-    p.add_argument("--levels", type=float, nargs="+", default=[0.99, 0.999, 0.9999], help="quantile levels (default: 0.99 0.999 0.9999)")
-    p.add_argument("--seconds", type=float, default=60.0, metavar="S", help="wall-clock budget per method and level (default: 60)")
+    p.add_argument(
+        "--levels", type=float, nargs="+", default=[0.99, 0.999, 0.9999], help="quantile levels (default: 0.99 0.999 0.9999)"
+    )
+    p.add_argument(
+        "--seconds", type=float, default=60.0, metavar="S", help="wall-clock budget per method and level (default: 60)"
+    )
     p.add_argument("--reference-samples", type=int, default=10_000_000, help="reference size (default: 10^7; cached)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_compare)
 
-    p = sub.add_parser("report", help="write the self-contained HTML report of everything in the store",
-                       description="Gather data quality, model cards, tuned criteria (curves, Pareto fronts, β paths), the "
-                                   "criterion assessment and the rejection-sampling comparison into <reports>/<run>/index.html "
-                                   "with a summary.json of every number shown.")
+    p = sub.add_parser(
+        "report",
+        help="write the self-contained HTML report of everything in the store",
+        description="Gather data quality, model cards, tuned criteria (curves, Pareto fronts, β paths), the "
+        "criterion assessment and the rejection-sampling comparison into <reports>/<run>/index.html "
+        "with a summary.json of every number shown.",
+    )
     _add_common(p)
     p.add_argument("--run", default="latest", help="report folder name under --reports (default: latest)")
     p.set_defaults(func=_cmd_report)

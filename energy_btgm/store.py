@@ -7,6 +7,8 @@ Layout under the store root (``--store`` / ``ENERGY_BTGM_STORE``, default ``data
     quarantine/  rejected rows with their reason
     curves/      household and group weekly curves
     models/      trained VAEs
+    tuned/       tuned flows with their summaries and figures
+    reference/   cached reference samples of p (``compare``)
     banks/       scenario banks
 
 Reports go to ``reports/`` (``--reports``).
@@ -24,7 +26,6 @@ from pathlib import Path
 
 STORE_ENV = "ENERGY_BTGM_STORE"
 DEFAULT_STORE = Path("data")
-SUBDIRS = ("raw", "readings", "quarantine", "curves", "models", "banks")
 
 
 def store_root(store: str | os.PathLike | None = None) -> Path:
@@ -113,25 +114,14 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def sha256_tree(path: Path) -> str:
-    """Hex SHA-256 over a file, or over a folder's files (relative names and contents, sorted)."""
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode())
-        h.update(sha256_file(f).encode())
-    return h.hexdigest()
-
-
 def code_version() -> str:
     """Package version plus the git commit when run from a checkout (``0.1.0+g1a2b3c4``)."""
     from energy_btgm import __version__
 
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
     return f"{__version__}+g{sha}" if sha else __version__

@@ -22,8 +22,18 @@ BANK_SUITE = "bank-v1"
 def _readings_expectations(gx, max_kwh: float):
     E = gx.expectations
     return [
-        E.ExpectTableColumnsToMatchOrderedList(column_list=["meter_id", "timestamp", "kwh", "interval_min", "filled",
-                                                            "grid_offset_min", "step_remainder_min", "repeats_previous"]),
+        E.ExpectTableColumnsToMatchOrderedList(
+            column_list=[
+                "meter_id",
+                "timestamp",
+                "kwh",
+                "interval_min",
+                "filled",
+                "grid_offset_min",
+                "step_remainder_min",
+                "repeats_previous",
+            ]
+        ),
         E.ExpectColumnValuesToNotBeNull(column="meter_id"),
         E.ExpectColumnValuesToNotBeNull(column="timestamp"),
         E.ExpectColumnValuesToNotBeNull(column="kwh"),
@@ -77,8 +87,11 @@ class Validator:
         source = self.ctx.data_sources.add_pandas("energy_btgm")
         self._batches = {}
         self._suites = {}
-        for name, exps in ((READINGS_SUITE, _readings_expectations(gx, max_kwh)), (CURVES_SUITE, _curves_expectations(gx, T)),
-                           (BANK_SUITE, _bank_expectations(gx))):
+        for name, exps in (
+            (READINGS_SUITE, _readings_expectations(gx, max_kwh)),
+            (CURVES_SUITE, _curves_expectations(gx, T)),
+            (BANK_SUITE, _bank_expectations(gx)),
+        ):
             suite = gx.ExpectationSuite(name=name, meta={"version": int(name.rsplit("v", 1)[1])})
             for e in exps:
                 suite.add_expectation(e)
@@ -88,7 +101,7 @@ class Validator:
     _shared = None
 
     @classmethod
-    def shared(cls) -> "Validator":
+    def shared(cls) -> Validator:
         """One validator per process for suites whose thresholds do not depend on the data (banks)."""
         if cls._shared is None:
             cls._shared = cls()
@@ -124,12 +137,24 @@ def summarise(results: list[dict]) -> dict:
         for e in r["results"]:
             if not e["success"]:
                 cfg = e["expectation_config"]
-                failed.append({"expectation": cfg["type"], "kwargs": {k: v for k, v in cfg["kwargs"].items() if k != "batch_id"},
-                               "observed": {k: e["result"].get(k) for k in ("unexpected_count", "partial_unexpected_list", "observed_value")
-                                            if k in e["result"]}})
-    return {"chunks": len(results), "success": all(r["success"] for r in results),
-            "evaluated": sum(r["statistics"]["evaluated_expectations"] for r in results),
-            "unsuccessful": sum(r["statistics"]["unsuccessful_expectations"] for r in results), "failed": failed[:20]}
+                failed.append(
+                    {
+                        "expectation": cfg["type"],
+                        "kwargs": {k: v for k, v in cfg["kwargs"].items() if k != "batch_id"},
+                        "observed": {
+                            k: e["result"].get(k)
+                            for k in ("unexpected_count", "partial_unexpected_list", "observed_value")
+                            if k in e["result"]
+                        },
+                    }
+                )
+    return {
+        "chunks": len(results),
+        "success": all(r["success"] for r in results),
+        "evaluated": sum(r["statistics"]["evaluated_expectations"] for r in results),
+        "unsuccessful": sum(r["statistics"]["unsuccessful_expectations"] for r in results),
+        "failed": failed[:20],
+    }
 
 
 def write_results(path: Path, suite: str, results: list[dict]) -> dict:

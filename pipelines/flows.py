@@ -14,7 +14,12 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from energy_btgm.data.config import CurvesConfig, IngestConfig
+from energy_btgm.model.config import TrainConfig
 from energy_btgm.store import sha256_file
+
+# flow parameters that are config fields take their defaults from the config dataclasses (one place)
+_GROUP_SIZES = list(CurvesConfig.group_sizes)
 
 # --- tasks: one library call each -------------------------------------------------------------
 
@@ -22,7 +27,7 @@ from energy_btgm.store import sha256_file
 @task(retries=2, retry_delay_seconds=5)
 def stage_task(sources: list[str], store: str, fmt: str, tz: str, partitions: int | None) -> dict:
     """Read the meter files and spill their rows into partitions of households; returns the plan."""
-    from energy_btgm.ingest import IngestConfig, stage
+    from energy_btgm.data.ingest import IngestConfig, stage
 
     plan = stage([Path(s) for s in sources], Path(store), IngestConfig(fmt=fmt, tz=tz), partitions=partitions)
     get_run_logger().info("ingest: %s rows read into %s partitions", plan["rows_in"], len(plan["partitions"]))
@@ -32,7 +37,7 @@ def stage_task(sources: list[str], store: str, fmt: str, tz: str, partitions: in
 @task(retries=2, retry_delay_seconds=5)
 def clean_partition_task(staging: str, partition: str) -> dict:
     """Clean and validate one partition of households (a separate task each, so they fan out)."""
-    from energy_btgm.ingest import clean_partition
+    from energy_btgm.data.ingest import clean_partition
 
     return clean_partition(Path(staging), partition)
 
@@ -40,18 +45,23 @@ def clean_partition_task(staging: str, partition: str) -> dict:
 @task(retries=2, retry_delay_seconds=5)
 def finish_ingest_task(staging: str, store: str, reports: str) -> str:
     """Gather the partitions into <store>/readings; returns the manifest path."""
-    from energy_btgm.ingest import finish
+    from energy_btgm.data.ingest import finish
 
     m = finish(Path(staging), Path(store), Path(reports))
-    get_run_logger().info("ingest: %s rows in = %s kept + %s quarantined (%s partitions)", m["counts"]["rows_in"],
-                          m["counts"]["rows_kept"], m["counts"]["rows_quarantined"], m["partitions"])
+    get_run_logger().info(
+        "ingest: %s rows in = %s kept + %s quarantined (%s partitions)",
+        m["counts"]["rows_in"],
+        m["counts"]["rows_kept"],
+        m["counts"]["rows_quarantined"],
+        m["partitions"],
+    )
     return str(Path(store) / "readings" / "_manifest.json")
 
 
 @task(retries=2, retry_delay_seconds=5)
 def curves_task(store: str, reports: str, group_sizes: list[int], draws: int, seed: int) -> str:
     """Build household and group weekly curves; returns the manifest path."""
-    from energy_btgm.curves import CurvesConfig, build
+    from energy_btgm.data.curves import CurvesConfig, build
 
     build(Path(store), CurvesConfig(group_sizes=tuple(group_sizes), draws=draws, seed=seed), reports=Path(reports))
     return str(Path(store) / "curves" / "_manifest.json")
@@ -60,31 +70,50 @@ def curves_task(store: str, reports: str, group_sizes: list[int], draws: int, se
 @task
 def train_task(store: str, group_size: int, epochs: int, seed: int, options: dict | None = None) -> str:
     """Train the VAE for one group size (``options``: other TrainConfig fields); returns the model directory."""
-    from energy_btgm.train import TrainConfig, train
+    from energy_btgm.model.train import TrainConfig, train
 
     cfg = TrainConfig(**{**(options or {}), "group_size": group_size, "epochs": epochs, "seed": seed})
     return str(train(Path(store), cfg))
 
 
 @task
-def tune_task(store: str, criterion: str, model: str, top_fraction: float | None, target_kl: float | None,
-              seed: int, steps: int | None, n_bank: int) -> dict:
+def tune_task(
+    store: str,
+    criterion: str,
+    model: str,
+    top_fraction: float | None,
+    target_kl: float | None,
+    seed: int,
+    steps: int | None,
+    n_bank: int,
+) -> dict:
     """Tune a model toward a criterion; returns its summary."""
-    from energy_btgm.btgm import TuneConfig
-    from energy_btgm.tuning import tune_criterion
+    from energy_btgm.core import BATCH
+    from energy_btgm.tuning.engine import TuneConfig
+    from energy_btgm.tuning.run import tune_criterion
 
-    cfg = TuneConfig() if steps is None else TuneConfig(steps=steps, n_norm=8192, n_eval=8192)
-    return tune_criterion(Path(store), criterion, Path(model), top_fraction=top_fraction, target_kl=target_kl,
-                          seed=seed, cfg=cfg, n_bank=n_bank)
+    cfg = TuneConfig() if steps is None else TuneConfig(steps=steps, n_norm=BATCH, n_eval=BATCH)
+    return tune_criterion(
+        Path(store), criterion, Path(model), top_fraction=top_fraction, target_kl=target_kl, seed=seed, cfg=cfg, n_bank=n_bank
+    )
 
 
 @task
-def compare_task(store: str, reports: str, model: str, criterion: str, levels: list[float], seconds: float,
-                 reference_samples: int, proposal_steps: int | None = None) -> str:
+def compare_task(
+    store: str,
+    reports: str,
+    model: str,
+    criterion: str,
+    levels: list[float],
+    seconds: float,
+    reference_samples: int,
+    proposal_steps: int | None = None,
+) -> str:
     """Rejection sampling vs BTGM at an equal budget (``proposal_steps``: the flow's steps per β stage)."""
     import dataclasses
 
-    from energy_btgm.compare import PROPOSAL_CONFIG, compare, out_dir_for
+    from energy_btgm.estimate.comparison import compare, out_dir_for
+    from energy_btgm.estimate.proposal import PROPOSAL_CONFIG
 
     cfg = PROPOSAL_CONFIG if proposal_steps is None else dataclasses.replace(PROPOSAL_CONFIG, steps=proposal_steps)
     out = out_dir_for(Path(reports), criterion, json.loads((Path(model) / "model.json").read_text())["group_size"])
@@ -94,23 +123,25 @@ def compare_task(store: str, reports: str, model: str, criterion: str, levels: l
 
 @task(retries=2, retry_delay_seconds=5)
 def report_task(store: str, reports: str, run: str) -> str:
-    from energy_btgm.report import build
+    from energy_btgm.outputs.report import build
 
     return str(build(Path(store), Path(reports), run=run))
 
 
 # --- freshness: the manifests are the cache keys -----------------------------------------------
 
+
 def _fresh_readings(store: Path, sources: list[str], fmt: str, tz: str) -> bool:
-    from energy_btgm.ingest import resolve_sources
+    from energy_btgm.data.ingest import resolve_sources
 
     m = store / "readings" / "_manifest.json"
     if not m.exists():
         return False
     man = json.loads(m.read_text())
     files = resolve_sources([Path(x) for x in sources])
-    return (man["config"]["fmt"], man["config"]["tz"]) == (fmt, tz) and \
-        sorted((x["path"], x["sha256"]) for x in man["sources"]) == sorted((str(f), sha256_file(f)) for f in files)
+    return (man["config"]["fmt"], man["config"]["tz"]) == (fmt, tz) and sorted(
+        (x["path"], x["sha256"]) for x in man["sources"]
+    ) == sorted((str(f), sha256_file(f)) for f in files)
 
 
 def _fresh_curves(store: Path) -> bool:
@@ -133,30 +164,45 @@ def _fresh_compare(path: Path, model: Path, criterion: str, levels: list[float],
     if not path.exists() or not (model / "weights.pt").exists():
         return False
     c = json.loads(path.read_text())
-    return (c.get("model_sha256"), c["criterion"], sorted(map(float, c["levels"])), c["seconds_budget"]) == \
-        (sha256_file(model / "weights.pt"), criterion, sorted(levels), seconds)
+    return (c.get("model_sha256"), c["criterion"], sorted(map(float, c["levels"])), c["seconds_budget"]) == (
+        sha256_file(model / "weights.pt"),
+        criterion,
+        sorted(levels),
+        seconds,
+    )
 
 
 def _publish(summary: dict, report: str | None) -> None:
     """Markdown artifact with the headline numbers, table artifact with the β path."""
     s = summary
-    md = (f"### BTGM: {s['criterion']}, groups of {s['group_size']}\n\n"
-          f"| β | KL (target) | E f tuned | E f under p | Pareto efficiency | seconds |\n|---|---|---|---|---|---|\n"
-          f"| {s['beta']:.3f} | {s['kl']:.3f} ({s['target_kl']:.3f}) | {s['mean_f']:.2f} {s['unit']} | "
-          f"{s['mean_f_under_p']:.2f} {s['unit']} | {s['pareto_efficiency']:.3f} | {s['seconds']:.0f} |\n\n"
-          f"Bank: `{s['bank']}`" + (f"  \nReport: `{report}`" if report else ""))
+    md = (
+        f"### BTGM: {s['criterion']}, groups of {s['group_size']}\n\n"
+        f"| β | KL (target) | E f tuned | E f under p | Pareto efficiency | seconds |\n|---|---|---|---|---|---|\n"
+        f"| {s['beta']:.3f} | {s['kl']:.3f} ({s['target_kl']:.3f}) | {s['mean_f']:.2f} {s['unit']} | "
+        f"{s['mean_f_under_p']:.2f} {s['unit']} | {s['pareto_efficiency']:.3f} | {s['seconds']:.0f} |\n\n"
+        f"Bank: `{s['bank']}`" + (f"  \nReport: `{report}`" if report else "")
+    )
     key = f"btgm-{s['criterion']}-n{s['group_size']}".lower()
     create_markdown_artifact(markdown=md, key=key, description="BTGM headline numbers")
-    create_table_artifact(table=[{k: round(p[k], 4) for k in ("iteration", "beta", "kl", "mean_f")} for p in s["path"]],
-                          key=f"{key}-beta-path", description="β search path")
+    create_table_artifact(
+        table=[{k: round(p[k], 4) for k in ("iteration", "beta", "kl", "mean_f")} for p in s["path"]],
+        key=f"{key}-beta-path",
+        description="β search path",
+    )
 
 
 # --- flows ---------------------------------------------------------------------------------------
 
 
 @flow(name="ingest-meters")
-def ingest_meters(sources: list[str], store: str = "data", reports: str = "reports", fmt: str = "long",
-                  tz: str = "Europe/Paris", partitions: int | None = None) -> str:
+def ingest_meters(
+    sources: list[str],
+    store: str = "data",
+    reports: str = "reports",
+    fmt: str = IngestConfig.fmt,
+    tz: str = IngestConfig.tz,
+    partitions: int | None = None,
+) -> str:
     """Read → clean each partition of households as its own task (on the flow's task runner) → gather."""
     return _ingest(sources, store, reports, fmt, tz, partitions)
 
@@ -170,22 +216,43 @@ def _ingest(sources, store, reports, fmt, tz, partitions) -> str:
 
 
 @flow(name="build-curves")
-def build_curves(store: str = "data", reports: str = "reports", group_sizes: list[int] = [10, 100], draws: int = 200,
-                 seed: int = 0) -> str:
+def build_curves(
+    store: str = "data",
+    reports: str = "reports",
+    group_sizes: list[int] = _GROUP_SIZES,
+    draws: int = CurvesConfig.draws,
+    seed: int = CurvesConfig.seed,
+) -> str:
     return curves_task(store, reports, group_sizes, draws, seed)
 
 
 @flow(name="train-vae")
-def train_vae(store: str = "data", group_size: int = 10, epochs: int = 60, seed: int = 0, options: dict | None = None) -> str:
+def train_vae(
+    store: str = "data",
+    group_size: int = TrainConfig.group_size,
+    epochs: int = TrainConfig.epochs,
+    seed: int = TrainConfig.seed,
+    options: dict | None = None,
+) -> str:
     return train_task(store, group_size, epochs, seed, options)
 
 
 @flow(name="btgm-tune")
-def btgm_tune(criterion: str = "weekly-peak", group_size: int = 10, top_fraction: float | None = 0.01,
-              target_kl: float | None = None, model: str | None = None, store: str = "data", reports: str = "reports",
-              seed: int = 0, steps: int | None = None, n_bank: int = 10_000, report: bool = True) -> dict:
+def btgm_tune(
+    criterion: str = "weekly-peak",
+    group_size: int = 10,
+    top_fraction: float | None = 0.01,
+    target_kl: float | None = None,
+    model: str | None = None,
+    store: str = "data",
+    reports: str = "reports",
+    seed: int = 0,
+    steps: int | None = None,
+    n_bank: int = 10_000,
+    report: bool = True,
+) -> dict:
     """Tune the store's model for ``group_size`` (or ``model``) toward ``criterion``; publish the numbers."""
-    from energy_btgm.train import latest_model
+    from energy_btgm.model.train import latest_model
 
     if target_kl is not None:
         top_fraction = None
@@ -193,15 +260,28 @@ def btgm_tune(criterion: str = "weekly-peak", group_size: int = 10, top_fraction
     summary = tune_task(store, criterion, model_dir, top_fraction, target_kl, seed, steps, n_bank)
     report_path = report_task(store, reports, "latest") if report else None
     _publish(summary, report_path)
-    get_run_logger().info("%s: beta %.3f, KL %.3f, Pareto efficiency %.3f; report %s", criterion, summary["beta"],
-                          summary["kl"], summary["pareto_efficiency"], report_path)
+    get_run_logger().info(
+        "%s: beta %.3f, KL %.3f, Pareto efficiency %.3f; report %s",
+        criterion,
+        summary["beta"],
+        summary["kl"],
+        summary["pareto_efficiency"],
+        report_path,
+    )
     return summary
 
 
 @flow(name="compare")
-def compare_flow(store: str = "data", reports: str = "reports", group_size: int = 10, criterion: str = "weekly-peak",
-                 levels: list[float] = [0.99, 0.999, 0.9999], seconds: float = 60.0, reference_samples: int = 10_000_000) -> str:
-    from energy_btgm.train import latest_model
+def compare_flow(
+    store: str = "data",
+    reports: str = "reports",
+    group_size: int = 10,
+    criterion: str = "weekly-peak",
+    levels: list[float] = [0.99, 0.999, 0.9999],
+    seconds: float = 60.0,
+    reference_samples: int = 10_000_000,
+) -> str:
+    from energy_btgm.model.train import latest_model
 
     path = compare_task(store, reports, str(latest_model(Path(store), group_size)), criterion, levels, seconds, reference_samples)
     _publish_quantiles(path)
@@ -211,22 +291,41 @@ def compare_flow(store: str = "data", reports: str = "reports", group_size: int 
 def _publish_quantiles(path: str) -> None:
     """Table artifact with the quantile and exceedance estimates of a compare.json, per level and method."""
     c = json.loads(Path(path).read_text())
-    create_table_artifact(table=[{"level": u, "method": m, "quantile": round(e[m]["quantile"], 4),
-                                  "quantile_ci": [round(v, 4) for v in e[m].get("quantile_ci", [])],
-                                  "exceedance": e[m]["exceedance"]} for u, e in c["levels"].items()
-                                 for m in ("reference", "rejection", "btgm")],
-                          key=f"quantiles-{c['criterion']}-n{c['group_size']}", description="quantile estimates")
+    create_table_artifact(
+        table=[
+            {
+                "level": u,
+                "method": m,
+                "quantile": round(e[m]["quantile"], 4),
+                "quantile_ci": [round(v, 4) for v in e[m].get("quantile_ci", [])],
+                "exceedance": e[m]["exceedance"],
+            }
+            for u, e in c["levels"].items()
+            for m in ("reference", "rejection", "btgm")
+        ],
+        key=f"quantiles-{c['criterion']}-n{c['group_size']}",
+        description="quantile estimates",
+    )
 
 
 @flow(name="tune-all")
-def tune_all(store: str = "data", group_sizes: list[int] = [10, 100],
-             criteria_names: list[str] = ["weekly-peak", "wednesday-gap", "mae-flatness"], top_fraction: float = 0.01,
-             seed: int = 0, steps: int | None = None, n_bank: int = 10_000) -> list[str]:
+def tune_all(
+    store: str = "data",
+    group_sizes: list[int] = _GROUP_SIZES,
+    criteria_names: list[str] = ["weekly-peak", "wednesday-gap", "mae-flatness"],
+    top_fraction: float = 0.01,
+    seed: int = 0,
+    steps: int | None = None,
+    n_bank: int = 10_000,
+) -> list[str]:
     """Tune every criterion for every group size: one task each, fanned out on the flow's task runner."""
-    from energy_btgm.train import latest_model
+    from energy_btgm.model.train import latest_model
 
-    futures = [tune_task.submit(store, c, str(latest_model(Path(store), n)), top_fraction, None, seed, steps, n_bank)
-               for n in group_sizes for c in criteria_names]
+    futures = [
+        tune_task.submit(store, c, str(latest_model(Path(store), n)), top_fraction, None, seed, steps, n_bank)
+        for n in group_sizes
+        for c in criteria_names
+    ]
     summaries = [f.result() for f in futures]
     for s in summaries:
         _publish(s, None)
@@ -241,18 +340,34 @@ def with_task_runner(flow_obj, task_runner: str = "thread", dask_address: str | 
         raise ValueError(f"--task-runner must be thread or dask, got {task_runner!r}")
     from prefect_dask import DaskTaskRunner
 
-    runner = DaskTaskRunner(address=dask_address) if dask_address else \
-        DaskTaskRunner(cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1, "processes": True})
+    runner = (
+        DaskTaskRunner(address=dask_address)
+        if dask_address
+        else DaskTaskRunner(cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1, "processes": True})
+    )
     return flow_obj.with_options(task_runner=runner)
 
 
 @flow(name="scenario-pipeline")
-def scenario_pipeline(sources: list[str] | None = None, store: str = "data", reports: str = "reports", fmt: str = "long",
-                      tz: str = "Europe/Paris", partitions: int | None = None, group_sizes: list[int] = [10, 100],
-                      criteria_names: list[str] = ["weekly-peak", "wednesday-gap", "mae-flatness"],
-                      top_fraction: float = 0.01, draws: int = 200, epochs: int = 60, train_options: dict | None = None,
-                      tune_steps: int | None = None, n_bank: int = 10_000, seed: int = 0, compare_seconds: float = 60.0,
-                      reference_samples: int = 2_000_000) -> dict:
+def scenario_pipeline(
+    sources: list[str] | None = None,
+    store: str = "data",
+    reports: str = "reports",
+    fmt: str = IngestConfig.fmt,
+    tz: str = IngestConfig.tz,
+    partitions: int | None = None,
+    group_sizes: list[int] = _GROUP_SIZES,
+    criteria_names: list[str] = ["weekly-peak", "wednesday-gap", "mae-flatness"],
+    top_fraction: float = 0.01,
+    draws: int = CurvesConfig.draws,
+    epochs: int = TrainConfig.epochs,
+    train_options: dict | None = None,
+    tune_steps: int | None = None,
+    n_bank: int = 10_000,
+    seed: int = 0,
+    compare_seconds: float = 60.0,
+    reference_samples: int = 2_000_000,
+) -> dict:
     """ingest → curves → train → tune → compare → report; a step runs only when its output is missing or stale
     (its manifest does not record the current inputs' checksums and config), so a rerun after a failure
     redoes only what failed and what depends on it. Returns the report path and which steps ran or were skipped."""
@@ -275,19 +390,24 @@ def scenario_pipeline(sources: list[str] | None = None, store: str = "data", rep
             train_task(store, n, epochs, seed, train_options)
         for c in criteria_names:
             if step(f"tune {c}-n{n}", _fresh_tune(s, c, n)):
-                tunes.append(tune_task.submit(store, c, str(s / "models" / f"vae-n{n}"), top_fraction, None, seed,
-                                              tune_steps, n_bank))
+                tunes.append(
+                    tune_task.submit(store, c, str(s / "models" / f"vae-n{n}"), top_fraction, None, seed, tune_steps, n_bank)
+                )
     for t in tunes:
         _publish(t.result(), None)
     model, levels = s / "models" / f"vae-n{group_sizes[0]}", [0.99, 0.999, 0.9999]
-    from energy_btgm.compare import out_dir_for
+    from energy_btgm.estimate.comparison import out_dir_for
 
     out = out_dir_for(Path(reports), "weekly-peak", group_sizes[0]) / "compare.json"
     if step("compare", _fresh_compare(out, model, "weekly-peak", levels, compare_seconds)):
-        _publish_quantiles(compare_task(store, reports, str(model), "weekly-peak", levels, compare_seconds, reference_samples,
-                                        tune_steps))
+        _publish_quantiles(
+            compare_task(store, reports, str(model), "weekly-peak", levels, compare_seconds, reference_samples, tune_steps)
+        )
     report = report_task(store, reports, "latest")
-    create_markdown_artifact(markdown=f"### scenario-pipeline\n\nRan: {', '.join(ran) or '-'}  \n"
-                                      f"Skipped (up to date): {', '.join(skipped) or '-'}  \nReport: `{report}`",
-                             key="scenario-pipeline", description="steps run and the report")
+    create_markdown_artifact(
+        markdown=f"### scenario-pipeline\n\nRan: {', '.join(ran) or '-'}  \n"
+        f"Skipped (up to date): {', '.join(skipped) or '-'}  \nReport: `{report}`",
+        key="scenario-pipeline",
+        description="steps run and the report",
+    )
     return {"report": report, "ran": ran, "skipped": skipped}

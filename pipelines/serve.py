@@ -17,13 +17,24 @@ TUNE_DEPLOYMENTS = {"tune-peak": "weekly-peak", "tune-wednesday-gap": "wednesday
 
 
 def deployments() -> list:
-    deps = [btgm_tune.to_deployment(name, parameters={"criterion": crit}, tags=["btgm"],
-                                    description=f"Tune the store's VAE toward {crit} (top 1 % by default)")
-            for name, crit in TUNE_DEPLOYMENTS.items()]
+    deps = [
+        btgm_tune.to_deployment(
+            name,
+            parameters={"criterion": crit},
+            tags=["btgm"],
+            description=f"Tune the store's VAE toward {crit} (top 1 % by default)",
+        )
+        for name, crit in TUNE_DEPLOYMENTS.items()
+    ]
     # the weekly run re-ingests the meter folder (skipped when its files' checksums are unchanged)
-    deps.append(scenario_pipeline.to_deployment("weekly", schedules=[Cron("0 3 * * 1", timezone="Europe/Paris")],
-                                                parameters={"sources": [WEEKLY_SOURCES]},
-                                                description="ingest → curves → train → tune → compare → report"))
+    deps.append(
+        scenario_pipeline.to_deployment(
+            "weekly",
+            schedules=[Cron("0 3 * * 1", timezone="Europe/Paris")],
+            parameters={"sources": [WEEKLY_SOURCES]},
+            description="ingest → curves → train → tune → compare → report",
+        )
+    )
     return deps
 
 

@@ -20,7 +20,7 @@ def cli_exe() -> str:
 @pytest.fixture(scope="session")
 def year_data(tmp_path_factory):
     """A year of synthetic data for 200 households (clean), generated once per session."""
-    from energy_btgm.synth import SynthConfig, generate
+    from energy_btgm.data.synth import SynthConfig, generate
 
     out = tmp_path_factory.mktemp("synth") / "year"
     generate(SynthConfig(households=200, weeks=52, seed=11), out)
@@ -33,9 +33,9 @@ TINY = dict(group_size=10, latent_dim=4, hidden=16, epochs=4, batch_size=32, kl_
 @pytest.fixture(scope="session")
 def curves_store(tmp_path_factory):
     """A store with group curves of 10 from 30 synthetic households over 4 weeks (80 training curves)."""
-    from energy_btgm.curves import CurvesConfig, build
-    from energy_btgm.ingest import IngestConfig, ingest
-    from energy_btgm.synth import SynthConfig, generate
+    from energy_btgm.data.curves import CurvesConfig, build
+    from energy_btgm.data.ingest import IngestConfig, ingest
+    from energy_btgm.data.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("train")
     s = root / "store"
@@ -50,7 +50,7 @@ def tiny_model(curves_store, tmp_path_factory):
     """A tiny trained VAE (4 latent dimensions) in its own store copy."""
     import shutil
 
-    from energy_btgm.train import TrainConfig, train
+    from energy_btgm.model.train import TrainConfig, train
 
     store = tmp_path_factory.mktemp("tuned") / "store"
     shutil.copytree(curves_store / "curves", store / "curves")

@@ -1,3 +1,4 @@
+import json
 import subprocess
 
 import numpy as np
@@ -5,8 +6,8 @@ import pandas as pd
 import pytest
 
 from energy_btgm import bank
-from energy_btgm.model import load_model
-from energy_btgm.sample import write_samples
+from energy_btgm.model.sample import write_samples
+from energy_btgm.model.vae import load_model
 from energy_btgm.store import sha256_file
 
 
@@ -30,6 +31,26 @@ def test_read_checks_metadata_and_model(sample_bank, tmp_path):
         bank.read(tmp_path / "nothing-here")
 
 
+def test_every_numeric_column_carries_its_unit(sample_bank):
+    """One writer for every bank: the metadata names the unit of each numeric column, by column name."""
+    path, _ = sample_bank
+    df = bank.read(path)
+    units = json.loads(df.attrs["meta"]["units"])
+    numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and c != "scenario_id"]
+    assert set(numeric) | {"load_kw"} == set(units)
+    assert units["load_kw"] == "kW" and units["energy_kwh"] == "kWh" and units["df"] == "1" and units["admd_kw"] == "kW"
+    assert units["weekly_peak"] == "kW" and units["mae_flatness"] == "kWh" and units["log_p"] == "nats"
+
+
+def test_a_column_without_a_unit_is_refused():
+    import pyarrow as pa
+
+    X = np.random.default_rng(0).uniform(1, 5, (3, 336))
+    table = bank.curves_table(X, X.max(1) * 3, 10).append_column("mystery", pa.array([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="'mystery' has no unit"):
+        bank.units_of(table)
+
+
 @pytest.mark.parametrize("fmt", ["long-csv", "wide-csv", "long-parquet"])
 def test_export_formats_load_in_pandas(sample_bank, tmp_path, cli_exe, fmt):
     path, _ = sample_bank
@@ -45,16 +66,16 @@ def test_export_formats_load_in_pandas(sample_bank, tmp_path, cli_exe, fmt):
         t = pd.read_csv(out, parse_dates=["timestamp"]) if fmt == "long-csv" else pd.read_parquet(out)
         assert list(t.columns) == ["scenario_id", "timestamp", "load_kw"] and len(t) == 20 * 336
         first = t[t["scenario_id"] == t["scenario_id"].iloc[0]]
-        assert first["timestamp"].iloc[0] == pd.Timestamp("2024-01-01") and first["timestamp"].diff().iloc[1] == pd.Timedelta("30min")
+        assert first["timestamp"].iloc[0] == pd.Timestamp("2024-01-01") and first["timestamp"].diff().iloc[1] == pd.Timedelta(
+            "30min"
+        )
         np.testing.assert_allclose(first["load_kw"].to_numpy(), X[0], atol=1e-3)
 
 
 def test_bank_suite_rejects_a_bad_bank():
-    from energy_btgm.sample import curves_table, validate_bank
-
     X = np.random.default_rng(0).uniform(1, 5, (6, 336))
-    good = curves_table(X, X.max(1) * 3, 10)
-    assert validate_bank(good)["success"]
+    good = bank.curves_table(X, X.max(1) * 3, 10)
+    assert bank.validate(good)["success"]
     X[2, 7] = np.nan
     with pytest.raises(ValueError, match="bank-v1.*curve_finite"):
-        validate_bank(curves_table(X, np.full(6, 30.0), 10))
+        bank.validate(bank.curves_table(X, np.full(6, 30.0), 10))

@@ -19,7 +19,7 @@ def test_contract_shapes_finite_gradients(name, T):
 def test_values_on_known_curves():
     T = 336
     x = torch.ones(1, T)
-    x[0, 2 * 48: 3 * 48] = 3.0  # Wednesday at 3 kW, else 1 kW
+    x[0, 2 * 48 : 3 * 48] = 3.0  # Wednesday at 3 kW, else 1 kW
     assert criteria.get("weekly-energy")(x).item() == pytest.approx(0.5 * (288 * 1 + 48 * 3))
     assert criteria.get("wednesday-mean")(x).item() == pytest.approx(3.0)
     assert criteria.get("wednesday-gap")(x).item() == pytest.approx(3.0 - (288 + 144) / 336)

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from energy_btgm.curves import CurvesConfig, build, read_groups
-from energy_btgm.ingest import IngestConfig, ingest
-from energy_btgm.synth import SynthConfig, generate
+from energy_btgm.data.curves import CurvesConfig, build, read_groups
+from energy_btgm.data.ingest import IngestConfig, ingest
+from energy_btgm.data.synth import SynthConfig, generate
 
 
 @pytest.fixture(scope="module")
@@ -12,8 +12,12 @@ def store(tmp_path_factory):
     """30 households, 4 weeks over the spring DST change, with export defects, ingested."""
     root = tmp_path_factory.mktemp("curves")
     generate(SynthConfig(households=30, start="2023-03-13", weeks=4, seed=5, defects=True), root / "store" / "raw" / "synthetic")
-    ingest([root / "store" / "raw" / "synthetic" / "readings"], root / "store", IngestConfig(tz="Europe/Paris"),
-           reports=root / "reports")
+    ingest(
+        [root / "store" / "raw" / "synthetic" / "readings"],
+        root / "store",
+        IngestConfig(tz="Europe/Paris"),
+        reports=root / "reports",
+    )
     return root
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from energy_btgm.ingest import IngestConfig, ingest
-from energy_btgm.readers import InputError
+from energy_btgm.data.ingest import IngestConfig, ingest
+from energy_btgm.data.readers import InputError
 
 DATA = Path(__file__).parent / "data"
 
@@ -58,27 +58,33 @@ def test_wide_resampled_to_30min(tmp_path):
     assert first == pytest.approx((raw["MT_002"].iloc[0] + raw["MT_002"].iloc[1]) * 0.25, rel=1e-5)
 
 
-@pytest.mark.parametrize("name, message", [
-    ("empty.csv", r"empty\.csv: the file is empty"),
-    ("wrong_delimiter.csv", r"wrong_delimiter\.csv, line 1: .*delimiter ';'"),
-    ("missing_column.csv", r"missing_column\.csv, line 1: missing column\(s\) \['kwh'\].*--value-col"),
-    ("truncated.csv.gz", r"truncated\.csv\.gz.*truncated or corrupt gzip.*re-download"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("empty.csv", r"empty\.csv: the file is empty"),
+        ("wrong_delimiter.csv", r"wrong_delimiter\.csv, line 1: .*delimiter ';'"),
+        ("missing_column.csv", r"missing_column\.csv, line 1: missing column\(s\) \['kwh'\].*--value-col"),
+        ("truncated.csv.gz", r"truncated\.csv\.gz.*truncated or corrupt gzip.*re-download"),
+    ],
+)
 def test_bad_files_give_clear_errors(tmp_path, name, message):
     with pytest.raises(InputError, match=message):
         ingest([DATA / "bad" / name], tmp_path / "store", IngestConfig(), reports=tmp_path / "r", validate=False)
     assert not (tmp_path / "store" / "readings").exists()
 
 
-@pytest.mark.parametrize("name, reasons", [
-    ("text_value.csv", {"non_numeric_value": 1}),
-    ("non_utf8.csv", {"invalid_utf8": 1}),
-    ("negative_absurd.csv", {"negative_value": 1, "implausible_value": 1}),
-    ("conflicting_duplicates.csv", {"exact_duplicate": 1, "conflicting_duplicate": 2}),
-    ("malformed_row.csv", {"malformed_row": 1}),
-    ("resolution_change.csv", {"resolution_change": 96}),
-    ("unsorted.csv", {}),
-])
+@pytest.mark.parametrize(
+    "name, reasons",
+    [
+        ("text_value.csv", {"non_numeric_value": 1}),
+        ("non_utf8.csv", {"invalid_utf8": 1}),
+        ("negative_absurd.csv", {"negative_value": 1, "implausible_value": 1}),
+        ("conflicting_duplicates.csv", {"exact_duplicate": 1, "conflicting_duplicate": 2}),
+        ("malformed_row.csv", {"malformed_row": 1}),
+        ("resolution_change.csv", {"resolution_change": 96}),
+        ("unsorted.csv", {}),
+    ],
+)
 def test_bad_rows_are_quarantined_with_reason_and_line(tmp_path, name, reasons):
     m, r, q = run(tmp_path, [f"bad/{name}"])
     got = q["reason"].str.split("[ :]", regex=True).str[0].value_counts().to_dict()
@@ -111,9 +117,9 @@ def test_validation_runs_and_writes_results(tmp_path):
 def test_line_numbers_stay_right_after_a_malformed_row(tmp_path):
     m, r, q = run(tmp_path, ["bad/malformed_row.csv"])
     assert q["line"].tolist() == [5]
-    from energy_btgm.readers import read_raw
+    from energy_btgm.data.readers import read_raw
 
-    lines = [l for t, _ in read_raw(DATA / "bad/malformed_row.csv", "long") for l in t.column("line").to_pylist()]
+    lines = [n for t, _ in read_raw(DATA / "bad/malformed_row.csv", "long") for n in t.column("line").to_pylist()]
     text = (DATA / "bad/malformed_row.csv").read_text().splitlines()
     assert 5 not in lines and lines[:5] == [2, 3, 4, 6, 7]
     assert text[6 - 1].startswith("M1,2023-01-02 02:00:00")
@@ -123,8 +129,9 @@ def test_readings_suite_catches_duplicates_and_off_grid(tmp_path):
     from energy_btgm.validation import READINGS_SUITE, Validator, readings_frame_for_suite
 
     t = pd.date_range("2023-01-02", periods=4, freq="30min", tz="Europe/Paris")
-    df = pd.DataFrame({"meter_id": "M1", "timestamp": t[[0, 1, 1, 3]], "kwh": np.float32(0.5), "interval_min": np.int16(30),
-                       "filled": False})
+    df = pd.DataFrame(
+        {"meter_id": "M1", "timestamp": t[[0, 1, 1, 3]], "kwh": np.float32(0.5), "interval_min": np.int16(30), "filled": False}
+    )
     res = Validator().validate(READINGS_SUITE, readings_frame_for_suite(df))
     failed = {e["expectation_config"]["kwargs"].get("column") for e in res["results"] if not e["success"]}
     assert not res["success"] and "repeats_previous" in failed
@@ -142,21 +149,28 @@ def test_one_validator_serves_threads():
 
     def frame(n, meter):
         t = pd.date_range("2023-01-02", periods=n, freq="30min", tz="Europe/Paris")
-        return readings_frame_for_suite(pd.DataFrame({"meter_id": meter, "timestamp": t, "kwh": np.float32(0.5),
-                                                      "interval_min": np.int16(30), "filled": False}))
+        return readings_frame_for_suite(
+            pd.DataFrame(
+                {"meter_id": meter, "timestamp": t, "kwh": np.float32(0.5), "interval_min": np.int16(30), "filled": False}
+            )
+        )
 
     v = Validator()
     frames = [frame(2000 + 3777 * i, f"M{i}") for i in range(8)]  # big enough to overlap (without the lock, 3 of 8 failed)
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda f: v.validate(READINGS_SUITE, f), frames))
-    assert all(r["success"] for r in results), [e["exception_info"] for r in results for e in r["results"] if not e["success"]][:1]
+    assert all(r["success"] for r in results), [e["exception_info"] for r in results for e in r["results"] if not e["success"]][
+        :1
+    ]
 
 
 def test_iso_offsets_and_date_formats_parse(tmp_path):
     src = tmp_path / "iso.csv"
-    src.write_text("meter_id,timestamp,kwh\n"
-                   "A,2023-06-01T00:00:00+02:00,0.1\nA,2023-05-31T22:30:00Z,0.2\nA,2023-06-01 01:00:00,0.3\n"
-                   "A,not a time,0.4\n")
+    src.write_text(
+        "meter_id,timestamp,kwh\n"
+        "A,2023-06-01T00:00:00+02:00,0.1\nA,2023-05-31T22:30:00Z,0.2\nA,2023-06-01 01:00:00,0.3\n"
+        "A,not a time,0.4\n"
+    )
     m = ingest([src], tmp_path / "s", IngestConfig(tz="Europe/Paris"), reports=tmp_path / "r", validate=False)
     r = pd.read_parquet(tmp_path / "s" / "readings").sort_values("timestamp")
     assert r["timestamp"].dt.strftime("%H:%M").tolist() == ["00:00", "00:30", "01:00"]
@@ -176,7 +190,7 @@ def test_suite_failure_after_cleaning_fails_the_run_pointing_at_results(tmp_path
 
 def test_partitions_staged_as_separate_steps_give_the_same_readings(tmp_path):
     """stage → clean_partition (each partition on its own, retried once) → finish equals a one-partition ingest."""
-    from energy_btgm.ingest import clean_partition, finish, stage
+    from energy_btgm.data.ingest import clean_partition, finish, stage
 
     src = [DATA / "bad" / "conflicting_duplicates.csv", DATA / "formats" / "long.csv"]
     one = ingest(src, tmp_path / "one", IngestConfig(), reports=tmp_path / "r1", validate=False, partitions=1)
@@ -189,10 +203,16 @@ def test_partitions_staged_as_separate_steps_give_the_same_readings(tmp_path):
         clean_partition(plan["staging"], name, validate=False)
         kept += clean_partition(plan["staging"], name, validate=False)["rows_kept"]  # a retry redoes it cleanly
     many = finish(plan["staging"], tmp_path / "many", tmp_path / "r2", validate=False)
-    assert many["partitions"] == len(plan["partitions"]) and many["counts"] == one["counts"] and kept == many["counts"]["rows_kept"]
+    assert (
+        many["partitions"] == len(plan["partitions"]) and many["counts"] == one["counts"] and kept == many["counts"]["rows_kept"]
+    )
     assert not Path(plan["staging"]).exists()
-    a, b = (pd.read_parquet(tmp_path / s / "readings").drop(columns="bucket")
-            .sort_values(["meter_id", "timestamp"], ignore_index=True) for s in ("one", "many"))
+    a, b = (
+        pd.read_parquet(tmp_path / s / "readings")
+        .drop(columns="bucket")
+        .sort_values(["meter_id", "timestamp"], ignore_index=True)
+        for s in ("one", "many")
+    )
     pd.testing.assert_frame_equal(a, b)
     qa, qb = (pd.read_parquet(m["quarantine_file"]).sort_values(["source_file", "line"], ignore_index=True) for m in (one, many))
     pd.testing.assert_frame_equal(qa, qb)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from energy_btgm.btgm import LatentFlow
-from energy_btgm.model import VAE, Generator, Scaler, VAEConfig
-from energy_btgm.train import fit_prior
+from energy_btgm.core.flow import LatentFlow
+from energy_btgm.model.train import fit_prior
+from energy_btgm.model.vae import VAE, Generator, Scaler, VAEConfig
 
 
 def small_vae(heteroscedastic=True):
@@ -71,12 +71,13 @@ def test_latent_prior_fits_the_aggregate_posterior():
     g = torch.Generator().manual_seed(0)
     c, t, s = torch.tensor([1.5, -0.5]), 0.6, 0.3
     mu = c + t * torch.randn(4000, 2, generator=g)
-    model = SimpleNamespace(encode=lambda x: (mu, torch.full_like(mu, 2 * math.log(s))),
-                            prior=LatentFlow(2, transforms=2, hidden=32, passes=2))
+    model = SimpleNamespace(
+        encode=lambda x: (mu, torch.full_like(mu, 2 * math.log(s))), prior=LatentFlow(2, transforms=2, hidden=32, passes=2)
+    )
     fit_prior(model, torch.zeros(4000, 3), steps=600, seed=0)
     with torch.no_grad():
         z, log_q, _ = model.prior.sample(50_000, generator=torch.Generator().manual_seed(1))
-    sd = math.sqrt(t ** 2 + s ** 2)
+    sd = math.sqrt(t**2 + s**2)
     assert torch.allclose(z.mean(0), c, atol=0.05) and torch.allclose(z.std(0), torch.full((2,), sd), rtol=0.08)
     exact = torch.distributions.Normal(c, sd).log_prob(z).sum(-1)
     assert float((log_q - exact).mean()) == pytest.approx(0.0, abs=0.03)  # KL(flow ‖ exact) ≈ 0

@@ -16,7 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_library_and_criteria_do_not_import_prefect():
-    code = "import sys, energy_btgm.tuning, energy_btgm.report, energy_btgm.compare, criteria; print('prefect' in sys.modules)"
+    code = (
+        "import sys, energy_btgm.tuning.run, energy_btgm.outputs.report, energy_btgm.estimate.comparison, criteria; "
+        "print('prefect' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
@@ -50,12 +53,22 @@ def _stop(proc: subprocess.Popen) -> None:
 def prefect_env(tmp_path):
     port = _free_port()
     home = tmp_path / "prefect-home"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PYTHONPATH": str(ROOT),
+    }
     prefect = str(Path(sys.executable).parent / "prefect")
-    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                              stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=open(tmp_path / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         _wait(f"http://127.0.0.1:{port}/api/health", 90)
         yield env, prefect
@@ -67,8 +80,13 @@ def test_deployment_run_tune_peak_end_to_end(prefect_env, tiny_model, tmp_path):
     env, prefect = prefect_env
     store = tmp_path / "store"
     shutil.copytree(tiny_model, store)
-    serve = subprocess.Popen([sys.executable, "-m", "pipelines.serve"], cwd=ROOT, env=env,
-                             stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT)
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=open(tmp_path / "serve.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         t0 = time.time()
         while True:  # wait for the deployment to be registered
@@ -77,11 +95,34 @@ def test_deployment_run_tune_peak_end_to_end(prefect_env, tiny_model, tmp_path):
                 break
             assert time.time() - t0 < 120, (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(2)
-        r = subprocess.run([prefect, "deployment", "run", "btgm-tune/tune-peak", "-p", f"store={store}",
-                            "-p", f"reports={tmp_path / 'reports'}", "-p", "steps=60", "-p", "n_bank=300",
-                            "-p", "target_kl=1.0", "--watch", "--watch-timeout", "400"],
-                           env=env, capture_output=True, text=True, timeout=450)
-        assert r.returncode == 0 and "Completed" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:] + (tmp_path / "serve.log").read_text()[-3000:]
+        r = subprocess.run(
+            [
+                prefect,
+                "deployment",
+                "run",
+                "btgm-tune/tune-peak",
+                "-p",
+                f"store={store}",
+                "-p",
+                f"reports={tmp_path / 'reports'}",
+                "-p",
+                "steps=60",
+                "-p",
+                "n_bank=300",
+                "-p",
+                "target_kl=1.0",
+                "--watch",
+                "--watch-timeout",
+                "400",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=450,
+        )
+        assert r.returncode == 0 and "Completed" in r.stdout, (
+            r.stdout[-2000:] + r.stderr[-2000:] + (tmp_path / "serve.log").read_text()[-3000:]
+        )
     finally:
         _stop(serve)
     summary = json.loads((store / "tuned" / "weekly-peak-n10" / "summary.json").read_text())
@@ -96,8 +137,9 @@ def test_failing_task_fails_the_flow_with_the_library_message(tiny_model, tmp_pa
     from pipelines.flows import btgm_tune
 
     with prefect_test_harness():
-        state = btgm_tune(criterion="no-such-criterion", store=str(tiny_model), reports=str(tmp_path), steps=10,
-                          report=False, return_state=True)
+        state = btgm_tune(
+            criterion="no-such-criterion", store=str(tiny_model), reports=str(tmp_path), steps=10, report=False, return_state=True
+        )
     assert state.is_failed()
     with pytest.raises(KeyError, match="unknown criterion"):
         state.result()
@@ -108,16 +150,63 @@ def test_dask_task_runner_on_a_two_worker_local_cluster(prefect_env, tiny_model,
     store = tmp_path / "store"
     shutil.copytree(tiny_model, store)
     # ingestion: households split into 3 partitions, each cleaned as its own task on the cluster
-    r = subprocess.run([sys.executable, "-m", "pipelines.run", "ingest-meters", "--sources", str(curves_store / "raw" / "synthetic" / "readings"),
-                        "--partitions", "3", "--store", str(store), "--reports", str(tmp_path / "reports"),
-                        "--task-runner", "dask", "--workers", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.run",
+            "ingest-meters",
+            "--sources",
+            str(curves_store / "raw" / "synthetic" / "readings"),
+            "--partitions",
+            "3",
+            "--store",
+            str(store),
+            "--reports",
+            str(tmp_path / "reports"),
+            "--task-runner",
+            "dask",
+            "--workers",
+            "2",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     m = json.loads((store / "readings" / "_manifest.json").read_text())
     assert m["partitions"] == 3 and m["balanced"] and m["validation"]["success"]
     assert (r.stdout + r.stderr).count("clean_partition_task") >= 3
-    r = subprocess.run([sys.executable, "-m", "pipelines.run", "tune-all", "--store", str(store), "--group-sizes", "10",
-                        "--criteria", "weekly-energy", "wednesday-mean", "--steps", "30", "--n-bank", "100",
-                        "--task-runner", "dask", "--workers", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.run",
+            "tune-all",
+            "--store",
+            str(store),
+            "--group-sizes",
+            "10",
+            "--criteria",
+            "weekly-energy",
+            "wednesday-mean",
+            "--steps",
+            "30",
+            "--n-bank",
+            "100",
+            "--task-runner",
+            "dask",
+            "--workers",
+            "2",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for c in ("weekly-energy", "wednesday-mean"):
         assert (store / "tuned" / f"{c}-n10" / "summary.json").exists()
@@ -126,15 +215,21 @@ def test_dask_task_runner_on_a_two_worker_local_cluster(prefect_env, tiny_model,
 
 def test_freshness_keys_follow_the_manifests(tiny_model, tmp_path):
     """scenario-pipeline skips a step when its output records the checksums of its current inputs."""
-    from energy_btgm.btgm import TuneConfig
-    from energy_btgm.tuning import tune_criterion
+    from energy_btgm.tuning.engine import TuneConfig
+    from energy_btgm.tuning.run import tune_criterion
     from pipelines.flows import _fresh_model, _fresh_tune
 
     store = tmp_path / "store"
     shutil.copytree(tiny_model, store)
     shutil.rmtree(store / "tuned", ignore_errors=True)  # other tests may have tuned in the shared store
-    tune_criterion(store, "weekly-energy", store / "models" / "vae-n10", target_kl=1.0,
-                   cfg=TuneConfig(transforms=2, hidden=16, steps=20, n_norm=4096, n_eval=4096, max_iter=2), n_bank=50)
+    tune_criterion(
+        store,
+        "weekly-energy",
+        store / "models" / "vae-n10",
+        target_kl=1.0,
+        cfg=TuneConfig(transforms=2, hidden=16, steps=20, n_norm=4096, n_eval=4096, max_iter=2),
+        n_bank=50,
+    )
     assert _fresh_model(store, 10) and _fresh_tune(store, "weekly-energy", 10)
     assert not _fresh_tune(store, "wednesday-gap", 10)  # never tuned: must run
     with open(store / "curves" / "groups-n10.parquet", "ab") as fh:  # the curves changed: the model is stale
@@ -148,23 +243,38 @@ def test_scenario_pipeline_rerun_after_a_failure_redoes_only_stale_steps(curves_
     """A tune step fails; the rerun skips ingest, curves and training (outputs untouched) and redoes the rest."""
     from prefect.testing.utilities import prefect_test_harness
 
-    import energy_btgm.tuning
+    import energy_btgm.tuning.run
     from pipelines.flows import scenario_pipeline
     from tests.conftest import TINY
 
     store = tmp_path / "store"
-    kw = dict(sources=[str(curves_store / "raw" / "synthetic" / "readings")], store=str(store), reports=str(tmp_path / "reports"),
-              partitions=2, group_sizes=[10], criteria_names=["weekly-energy"], draws=40, epochs=TINY["epochs"],
-              train_options={k: v for k, v in TINY.items() if k not in ("group_size", "epochs")}, tune_steps=20,
-              n_bank=200, compare_seconds=2.0, reference_samples=20_000)
+    kw = dict(
+        sources=[str(curves_store / "raw" / "synthetic" / "readings")],
+        store=str(store),
+        reports=str(tmp_path / "reports"),
+        partitions=2,
+        group_sizes=[10],
+        criteria_names=["weekly-energy"],
+        draws=40,
+        epochs=TINY["epochs"],
+        train_options={k: v for k, v in TINY.items() if k not in ("group_size", "epochs")},
+        tune_steps=20,
+        n_bank=200,
+        compare_seconds=2.0,
+        reference_samples=20_000,
+    )
 
     def broken(*a, **k):
         raise RuntimeError("injected tune failure")
 
-    outputs = [store / "readings" / "_manifest.json", store / "curves" / "groups-n10.parquet", store / "models" / "vae-n10" / "weights.pt"]
+    outputs = [
+        store / "readings" / "_manifest.json",
+        store / "curves" / "groups-n10.parquet",
+        store / "models" / "vae-n10" / "weights.pt",
+    ]
     with prefect_test_harness():
         with monkeypatch.context() as m:
-            m.setattr(energy_btgm.tuning, "tune_criterion", broken)
+            m.setattr(energy_btgm.tuning.run, "tune_criterion", broken)
             state = scenario_pipeline(**kw, return_state=True)
         assert state.is_failed()
         with pytest.raises(RuntimeError, match="injected tune failure"):

@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from energy_btgm.describe import TARGETS, check, describe
-from energy_btgm.synth import SynthConfig, generate, read_readings
+from energy_btgm.data.describe import TARGETS, check, describe
+from energy_btgm.data.synth import SynthConfig, generate, read_readings
 
 
 def small(**kw):
@@ -93,13 +93,16 @@ def test_heating_follows_cold_weather(year_data):
     assert r_heated < -0.8
 
 
-@pytest.mark.parametrize("args, field", [
-    (["--households", "0"], "--households"),
-    (["--tz", "Mars/Olympus"], "--tz"),
-    (["--resolution", "7min"], "--resolution"),
-    (["--start", "2023-01-03"], "--start"),
-    (["--weeks", "0"], "--weeks"),
-])
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--households", "0"], "--households"),
+        (["--tz", "Mars/Olympus"], "--tz"),
+        (["--resolution", "7min"], "--resolution"),
+        (["--start", "2023-01-03"], "--start"),
+        (["--weeks", "0"], "--weeks"),
+    ],
+)
 def test_bad_arguments_exit_2_one_line_nothing_written(cli_exe, tmp_path, args, field):
     out = tmp_path / "out"
     r = subprocess.run([cli_exe, "synth", "--out", str(out), *args], capture_output=True, text=True)
@@ -112,8 +115,7 @@ def test_existing_output_needs_overwrite(cli_exe, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    r = subprocess.run([cli_exe, "synth", "--out", str(out), "--households", "2", "--weeks", "1"],
-                       capture_output=True, text=True)
+    r = subprocess.run([cli_exe, "synth", "--out", str(out), "--households", "2", "--weeks", "1"], capture_output=True, text=True)
     assert r.returncode == 2 and "--overwrite" in r.stderr
     assert (out / "keep.txt").read_text() == "x"
 
@@ -122,18 +124,24 @@ def test_cli_smoke_generate_and_describe(cli_exe, tmp_path):
     r = subprocess.run([cli_exe, "synth", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--households" in r.stdout and "--defects" in r.stdout
     store = tmp_path / "store"
-    r = subprocess.run([cli_exe, "synth", "--store", str(store), "--households", "120", "--weeks", "3", "--quiet"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [cli_exe, "synth", "--store", str(store), "--households", "120", "--weeks", "3", "--quiet"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert (store / "raw" / "synthetic" / "readings").is_dir()
-    r = subprocess.run([cli_exe, "synth", "--describe", str(store / "raw" / "synthetic"), "--json", str(tmp_path / "s.json")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [cli_exe, "synth", "--describe", str(store / "raw" / "synthetic"), "--json", str(tmp_path / "s.json")],
+        capture_output=True,
+        text=True,
+    )
     assert "diversity factor, groups of 100" in r.stdout
     assert json.loads((tmp_path / "s.json").read_text())["meters"] == 120
 
 
 def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):
-    import energy_btgm.synth as synth
+    import energy_btgm.data.synth as synth
 
     def boom(*a, **k):
         raise RuntimeError("killed")
@@ -145,6 +153,9 @@ def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_library_does_not_import_prefect():
-    code = "import sys, energy_btgm, energy_btgm.synth, energy_btgm.describe, energy_btgm.cli; print('prefect' in sys.modules)"
+    code = (
+        "import sys, energy_btgm, energy_btgm.data.synth, energy_btgm.data.describe, energy_btgm.cli; "
+        "print('prefect' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"

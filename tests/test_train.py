@@ -6,11 +6,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-
-from energy_btgm.model import load_model
-from energy_btgm.train import TrainConfig, TrainingError, train
-
 from conftest import TINY
+
+from energy_btgm.model.train import TrainConfig, TrainingError, train
+from energy_btgm.model.vae import load_model
 
 
 @pytest.fixture()
@@ -73,7 +72,7 @@ def test_load_errors_name_the_problem(store, tmp_path):
 
 
 def test_diverging_loss_stops_with_last_good_checkpoint(store, tmp_path, monkeypatch):
-    from energy_btgm import model as model_mod
+    from energy_btgm.model import vae as model_mod
 
     real_loss, calls = model_mod.VAE.loss, {"n": 0}
 
@@ -98,8 +97,10 @@ def test_bad_curves_are_clear_errors(store, tmp_path):
     bad.mkdir()
     col = t.column("sum_member_peaks_kw").to_numpy().copy()
     col[5] = np.nan
-    pq.write_table(t.set_column(t.schema.get_field_index("sum_member_peaks_kw"), "sum_member_peaks_kw", pa.array(col)),
-                   bad / "groups-n10.parquet")
+    pq.write_table(
+        t.set_column(t.schema.get_field_index("sum_member_peaks_kw"), "sum_member_peaks_kw", pa.array(col)),
+        bad / "groups-n10.parquet",
+    )
     with pytest.raises(ValueError, match="NaN or inf"):
         train(store, TrainConfig(**TINY), out=tmp_path / "x", curves_dir=bad)
     small = tmp_path / "small"
@@ -119,6 +120,8 @@ def test_sample_cli_writes_bank_columns(store, tmp_path, cli_exe):
     for c in ("scenario_id", "peak_kw", "energy_kwh", "sum_member_peaks_kw", "df", "admd_kw", "log_p", "weekly_peak"):
         assert c in t.column_names
     assert b"model_sha256" in t.schema.metadata
-    np.testing.assert_allclose(t.column("peak_kw").to_numpy(), np.stack(t.column("load_kw").to_numpy(zero_copy_only=False)).max(1), rtol=1e-6)
+    np.testing.assert_allclose(
+        t.column("peak_kw").to_numpy(), np.stack(t.column("load_kw").to_numpy(zero_copy_only=False)).max(1), rtol=1e-6
+    )
     r = subprocess.run([cli_exe, "sample", "--store", str(tmp_path / "empty")], capture_output=True, text=True)
     assert r.returncode == 2 and "energy-btgm train --group-size 10" in r.stderr

@@ -6,8 +6,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from energy_btgm.btgm import TuneConfig
-from energy_btgm.tuning import load_flow, pareto_efficiency, theory_curve, tune_criterion
+from energy_btgm.tuning.engine import TuneConfig
+from energy_btgm.tuning.run import load_flow, tune_criterion
+from energy_btgm.tuning.theory import pareto_efficiency, theory_curve
 
 FAST = TuneConfig(transforms=2, hidden=32, steps=150, batch=256, n_norm=8192, n_eval=8192, max_iter=6)
 
@@ -29,6 +30,8 @@ def test_tune_writes_flow_summary_figures_and_bank(tiny_model):
     assert np.isfinite(w).all() and (w > 0).all()
     np.testing.assert_allclose(w, np.exp(t.column("log_p").to_numpy() - t.column("log_q").to_numpy()), rtol=1e-6)
     assert "criterion=wednesday-gap" in s["bank"] and b"model_sha256" in t.schema.metadata
+    units = json.loads(t.schema.metadata[b"units"])  # keyed by column, the criterion's column included
+    assert units["wednesday_gap"] == "kW" and units["log_q"] == "nats" and "weight" in units and "admd_kw" in units
 
 
 def test_minimised_criterion_goes_down(tiny_model):
@@ -55,8 +58,25 @@ def test_tune_and_assess_cli(tiny_model, cli_exe, tmp_path):
     r = subprocess.run([cli_exe, "tune", "weekly-peak", "--store", str(tmp_path / "empty")], capture_output=True, text=True)
     assert r.returncode == 2 and "energy-btgm train" in r.stderr
     # --model wins over --group-size, and the output folder is named by the model's own group size
-    r = subprocess.run([cli_exe, "assess", "weekly-peak", "--store", str(tiny_model), "--reports", str(tmp_path), "-n", "500",
-                        "--model", str(tiny_model / "models" / "vae-n10"), "--group-size", "100"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            cli_exe,
+            "assess",
+            "weekly-peak",
+            "--store",
+            str(tiny_model),
+            "--reports",
+            str(tmp_path),
+            "-n",
+            "500",
+            "--model",
+            str(tiny_model / "models" / "vae-n10"),
+            "--group-size",
+            "100",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "recommended" in r.stdout and (tmp_path / "assess" / "weekly-peak-n10" / "gradients.png").exists()
     a = json.loads((tmp_path / "assess" / "weekly-peak-n10" / "assess.json").read_text())
@@ -68,8 +88,9 @@ def test_report_is_self_contained_and_matches_summary(tiny_model, tmp_path, cli_
     import re
 
     tune_criterion(tiny_model, "weekly-peak", tiny_model / "models" / "vae-n10", top_fraction=0.01, cfg=FAST, n_bank=300)
-    r = subprocess.run([cli_exe, "report", "--store", str(tiny_model), "--reports", str(tmp_path), "--run", "r1"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [cli_exe, "report", "--store", str(tiny_model), "--reports", str(tmp_path), "--run", "r1"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     page = (tmp_path / "r1" / "index.html").read_text()
     summary = json.loads((tmp_path / "r1" / "summary.json").read_text())

@@ -17,52 +17,16 @@ import dataclasses
 import math
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
-HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+from energy_btgm.core import BATCH
+from energy_btgm.core.flow import LatentFlow, log_normal
+from energy_btgm.core.weights import tilted_moments
 
-
-def log_normal(z: torch.Tensor) -> torch.Tensor:
-    """log N(z; 0, I) per row. z: (B, Z) -> (B,)."""
-    return -0.5 * (z ** 2).sum(-1) - z.shape[-1] * HALF_LOG_2PI
-
-
-class LatentFlow(nn.Module):
-    """z = g(ẑ), an invertible map of R^Z with exact log-determinant, the identity at initialisation."""
-
-    def __init__(self, dim: int, transforms: int = 6, hidden: int = 128, passes: int | None = None):
-        super().__init__()
-        import zuko
-
-        self.dim = dim
-        # passes: sequential passes of the inverse (log_prob of given latents); None = fully
-        # autoregressive (dim passes), 2 = a coupling flow whose inverse costs two passes
-        self.maf = zuko.flows.MAF(dim, transforms=transforms, hidden_features=[hidden, hidden], passes=passes)
-        for t in self.maf.transform.transforms:  # zero the last layer of each conditioner: exact identity
-            last = t.hyper[-1]
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
-
-    def forward(self, zhat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z, log|det J_g(ẑ)|) for ẑ (B, Z)."""
-        return self.maf.transform().call_and_ladj(zhat)
-
-    def sample(self, n: int, generator: torch.Generator | None = None, spread: float = 1.0):
-        """(z (n, Z), log q(z) (n,), log p(z) (n,)). With ``spread`` s ≠ 1, ẑ ~ N(0, s²·I): a wider
-        version of q, and log q is that version's exact density."""
-        zhat = torch.randn(n, self.dim, generator=generator)
-        log_base = log_normal(zhat) - self.dim * math.log(spread)
-        z, ladj = self(zhat * spread)
-        return z, log_base - ladj, log_normal(z)
-
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log q(z) of given latents (B, Z), through the inverse map (Z sequential passes per layer)."""
-        zhat, ladj_inv = self.maf.transform().inv.call_and_ladj(z)
-        return log_normal(zhat) + ladj_inv
+KL_TOP_1PC = -math.log(0.01)  # 4.61 nats: the KL budget of the top 1 % (DESIGN.md), the default target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +35,7 @@ class TuneConfig:
 
     transforms: int = 6
     hidden: int = 128
-    steps: int = 500  # gradient steps per β stage at KL 4.61 (scaled up in proportion above it)
+    steps: int = 500  # gradient steps per β stage at KL_TOP_1PC (scaled up in proportion above it)
     batch: int = 512
     lr: float = 1e-3  # decays linearly to lr/10 within each stage
     n_norm: int = 20_000  # samples of p to normalise the criterion
@@ -96,7 +60,7 @@ class Normaliser:
 def normaliser(f_latent: Callable, dim: int, n: int, seed: int) -> Normaliser:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        f = torch.cat([f_latent(torch.randn(min(8192, n - i), dim, generator=g)) for i in range(0, n, 8192)])
+        f = torch.cat([f_latent(torch.randn(min(BATCH, n - i), dim, generator=g)) for i in range(0, n, BATCH)])  # (n,)
     std = float(f.std())
     if not math.isfinite(std) or std == 0:
         raise ValueError("the criterion is constant or not finite under p; it cannot be tuned")
@@ -127,33 +91,19 @@ def evaluate(flow: LatentFlow, f_tilde: Callable, n: int, seed: int) -> dict:
     """KL(q‖p), E_q f̃ and the central moments of f̃ under q, from n samples of q."""
     g = torch.Generator().manual_seed(seed)
     kl, f_all = [], []
-    for i in range(0, n, 8192):
-        z, log_q, log_p = flow.sample(min(8192, n - i), generator=g)
+    for i in range(0, n, BATCH):
+        z, log_q, log_p = flow.sample(min(BATCH, n - i), generator=g)
         kl.append(log_q - log_p)
         f_all.append(f_tilde(z))
     kl, f = torch.cat(kl).double(), torch.cat(f_all).double()
     c = f - f.mean()
-    return {"kl": float(kl.mean()), "kl_se": float(kl.std() / math.sqrt(n)), "mean_f": float(f.mean()),
-            "var_f": float((c ** 2).mean()), "m3_f": float((c ** 3).mean())}
-
-
-def theory_from_p(f_p: np.ndarray, betas: np.ndarray) -> dict:
-    """Eq. 29–31 from samples f_i ~ p (normalised f): E_qβ f, KL(qβ‖p) and the ESS of weights e^{βf}."""
-    from scipy.special import logsumexp
-
-    f_p = np.asarray(f_p, np.float64)
-    n = len(f_p)
-    out = {"beta": [], "mean_f": [], "kl": [], "ess": []}
-    for b in np.atleast_1d(betas):
-        lw = b * f_p
-        log_z = logsumexp(lw) - math.log(n)
-        w = np.exp(lw - logsumexp(lw))
-        mean_f = float((w * f_p).sum())
-        out["beta"].append(float(b))
-        out["mean_f"].append(mean_f)
-        out["kl"].append(float(b * mean_f - log_z))
-        out["ess"].append(float(1.0 / (w ** 2).sum()))
-    return {k: np.array(v) for k, v in out.items()}
+    return {
+        "kl": float(kl.mean()),
+        "kl_se": float(kl.std() / math.sqrt(n)),
+        "mean_f": float(f.mean()),
+        "var_f": float((c**2).mean()),
+        "m3_f": float((c**3).mean()),
+    }
 
 
 def newton_step(beta: float, kl: float, var: float, m3: float, target: float) -> float:
@@ -189,9 +139,14 @@ class TuneResult:
     seconds: float
 
 
-def tune(f_latent: Callable[[torch.Tensor], torch.Tensor], dim: int, target_kl: float | None = None,
-         cfg: TuneConfig = TuneConfig(), progress: Callable[[dict], None] | None = None,
-         target_mean: float | None = None) -> TuneResult:
+def tune(
+    f_latent: Callable[[torch.Tensor], torch.Tensor],
+    dim: int,
+    target_kl: float | None = None,
+    cfg: TuneConfig = TuneConfig(),
+    progress: Callable[[dict], None] | None = None,
+    target_mean: float | None = None,
+) -> TuneResult:
     """Search β and train the flow so that KL(q_β‖p) hits ``target_kl`` (or E_q f hits ``target_mean``,
     in the units of ``f_latent``) within ``cfg.tol``.
 
@@ -218,13 +173,14 @@ def tune(f_latent: Callable[[torch.Tensor], torch.Tensor], dim: int, target_kl: 
     with torch.no_grad():
         f_p = f_tilde(torch.randn(cfg.n_norm, dim, generator=g)).numpy()
     grid = np.linspace(0.05, 6.0, 120)
-    th = theory_from_p(f_p, grid)
-    beta = float(np.interp(target, th[key], grid)) if th[key].max() >= target else \
-        (math.sqrt(2 * target) if key == "kl" else target)
+    th = tilted_moments(f_p, grid)
+    beta = (
+        float(np.interp(target, th[key], grid)) if th[key].max() >= target else (math.sqrt(2 * target) if key == "kl" else target)
+    )
     lo, hi = 0.0, math.inf
     flow = LatentFlow(dim, cfg.transforms, cfg.hidden, cfg.passes)
     # rarer targets need a sharper flow: more steps per stage above the top-1 % budget
-    kl_scale = target / 4.61 if key == "kl" else 1.0
+    kl_scale = target / KL_TOP_1PC if key == "kl" else 1.0
     stage_cfg = dataclasses.replace(cfg, steps=int(round(cfg.steps * max(1.0, kl_scale))))
     path, converged = [], False
     for it in range(cfg.max_iter):
@@ -253,7 +209,11 @@ def tune(f_latent: Callable[[torch.Tensor], torch.Tensor], dim: int, target_kl: 
             new = 0.5 * (lo + hi) if math.isfinite(hi) else 2 * max(beta, lo)
         beta = new
     if not converged:
-        warnings.warn(f"β search stopped after {cfg.max_iter} iterations at {key} {path[-1][key]:.3f} "
-                      f"(target {target:.3f} ± {cfg.tol:.0%}); raise max_iter or steps", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"β search stopped after {cfg.max_iter} iterations at {key} {path[-1][key]:.3f} "
+            f"(target {target:.3f} ± {cfg.tol:.0%}); raise max_iter or steps",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     last = path[-1]
     return TuneResult(flow, norm, last["beta"], last["kl"], last["mean_f"], path, converged, time.perf_counter() - t0)

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from energy_btgm.curves import read_groups
-from energy_btgm.model import VAE, Scaler, VAEConfig, save_model
+from energy_btgm.data.curves import read_groups
+from energy_btgm.model.config import TrainConfig
+from energy_btgm.model.vae import VAE, Scaler, VAEConfig, save_model
 from energy_btgm.store import atomic_write_bytes, code_version, sha256_file
 
 MIN_TRAIN_CURVES = 64
@@ -30,40 +31,6 @@ MIN_TRAIN_CURVES = 64
 
 class TrainingError(RuntimeError):
     """Training cannot go on (diverged, bad data); the last good checkpoint is kept."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    group_size: int = 10
-    latent_dim: int = 16
-    hidden: int = 128
-    blocks: int = 10
-    epochs: int = 60
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    kl_warmup_epochs: int = 15  # KL weight rises linearly from 0 to 1
-    patience: int = 15  # early stopping on the validation ELBO
-    power: float = 1.0  # features modelled as kW ** power (<1 makes appliance spikes less skewed)
-    prior_transforms: int = 4  # coupling layers of a second-stage prior flow on the aggregate posterior; 0: none
-    prior_steps: int = 3000  # its gradient steps (batch 512)
-    heteroscedastic: bool = False  # observation variance per feature and latent
-    peak_weight: float = 20.0  # the weekly peak observed w more times, as the peak of the decoder mean; 0: off
-    seed: int = 0
-    device: str = "auto"
-
-    def validate(self) -> None:
-        for name in ("group_size", "latent_dim", "hidden", "blocks", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not 0 < self.power <= 1:
-            raise ValueError(f"--power must be in (0, 1], got {self.power}")
-        if self.peak_weight < 0:
-            raise ValueError(f"--peak-weight must be 0 (off) or more, got {self.peak_weight}")
-        if self.prior_transforms < 0:
-            raise ValueError(f"--prior-transforms must be 0 or more, got {self.prior_transforms}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
 
 
 def kl_weight(epoch: int, warmup: int) -> float:
@@ -74,7 +41,7 @@ def kl_weight(epoch: int, warmup: int) -> float:
 def features(df) -> np.ndarray:
     """(N, T + 1) float32: the curve [kW] then the sum of member weekly peaks [kW]."""
     X = df.attrs["curves_kw"]
-    return np.concatenate([X, df["sum_member_peaks_kw"].to_numpy()[:, None]], axis=1).astype(np.float32)
+    return np.concatenate([X, df["sum_member_peaks_kw"].to_numpy()[:, None]], axis=1).astype(np.float32)  # (N, T) | (N, 1)
 
 
 def load_splits(store: Path, n: int, curves_dir: Path | None = None) -> dict[str, np.ndarray]:
@@ -88,11 +55,15 @@ def load_splits(store: Path, n: int, curves_dir: Path | None = None) -> dict[str
         out[split] = features(part)
         bad = ~np.isfinite(out[split]).all(1)
         if bad.any():
-            raise ValueError(f"{path}: {int(bad.sum())} {split} curve(s) hold NaN or inf (first at row "
-                             f"{int(np.flatnonzero(bad)[0])}); rebuild them with `energy-btgm curves`")
+            raise ValueError(
+                f"{path}: {int(bad.sum())} {split} curve(s) hold NaN or inf (first at row "
+                f"{int(np.flatnonzero(bad)[0])}); rebuild them with `energy-btgm curves`"
+            )
     if len(out["train"]) < MIN_TRAIN_CURVES or len(out["validation"]) == 0:
-        raise ValueError(f"{path}: {len(out['train'])} training and {len(out['validation'])} validation curves; need at "
-                         f"least {MIN_TRAIN_CURVES} and 1 - ingest more weeks or raise --draws in `energy-btgm curves`")
+        raise ValueError(
+            f"{path}: {len(out['train'])} training and {len(out['validation'])} validation curves; need at "
+            f"least {MIN_TRAIN_CURVES} and 1 - ingest more weeks or raise --draws in `energy-btgm curves`"
+        )
     return out
 
 
@@ -112,8 +83,8 @@ def neg_elbo(model: VAE, x: torch.Tensor, seed: int, batch: int = 4096, peak_ter
     g = torch.Generator().manual_seed(seed)
     total = 0.0
     for i in range(0, len(x), batch):
-        loss, _, _ = model.loss(x[i:i + batch], 1.0, generator=g, peak_term=peak_term)
-        total += float(loss) * len(x[i:i + batch])
+        loss, _, _ = model.loss(x[i : i + batch], 1.0, generator=g, peak_term=peak_term)
+        total += float(loss) * len(x[i : i + batch])
     return total / len(x)
 
 
@@ -131,7 +102,7 @@ def fit_prior(model: VAE, x_train: torch.Tensor, steps: int, seed: int, batch: i
     losses = []
     for _ in tqdm(range(steps), desc="  fit latent prior", unit=" step", mininterval=1.0, disable=not progress):
         i = torch.randint(len(mu), (batch,), generator=g)
-        z = mu[i] + sd[i] * torch.randn(batch, mu.shape[1], generator=g)
+        z = mu[i] + sd[i] * torch.randn(batch, mu.shape[1], generator=g)  # (batch, Z) draws of q(z|x_i)
         loss = -model.prior.log_prob(z).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -149,9 +120,17 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def train(store: Path, cfg: TrainConfig, out: Path | None = None, resume: bool = False, progress: bool = False,
-          reports: Path = Path("reports"), stop_after_epoch: int | None = None, card: bool = True,
-          curves_dir: Path | None = None) -> Path:
+def train(
+    store: Path,
+    cfg: TrainConfig,
+    out: Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    reports: Path = Path("reports"),
+    stop_after_epoch: int | None = None,
+    card: bool = True,
+    curves_dir: Path | None = None,
+) -> Path:
     """Train, write the model directory and its card, and return its path.
 
     ``stop_after_epoch`` (for tests) stops as a killed run would, right after that epoch's checkpoint.
@@ -172,22 +151,32 @@ def train(store: Path, cfg: TrainConfig, out: Path | None = None, resume: bool =
     x_test = torch.as_tensor(scaler.transform(data["test"]), device=device) if len(data["test"]) else x_val
 
     torch.manual_seed(cfg.seed)
-    vcfg = VAEConfig(n_features=x_train.shape[1], latent_dim=cfg.latent_dim, hidden=cfg.hidden, blocks=cfg.blocks,
-                     power=cfg.power, prior_transforms=cfg.prior_transforms,
-                     heteroscedastic=cfg.heteroscedastic, peak_weight=cfg.peak_weight)
+    vcfg = VAEConfig(
+        n_features=x_train.shape[1],
+        latent_dim=cfg.latent_dim,
+        hidden=cfg.hidden,
+        blocks=cfg.blocks,
+        power=cfg.power,
+        prior_transforms=cfg.prior_transforms,
+        heteroscedastic=cfg.heteroscedastic,
+        peak_weight=cfg.peak_weight,
+    )
     model = VAE(vcfg).to(device)
     if cfg.peak_weight:
         model.feat_mean.copy_(torch.as_tensor(scaler.mean))
         model.feat_std.copy_(torch.as_tensor(scaler.std))
-        model.peak_std.fill_(float(data["train"][:, :-1].max(1).std()))
+        model.peak_std.fill_(float(data["train"][:, :-1].max(1).std()))  # (N, T) -> weekly peaks (N,) -> std
     vae_params = [p for name, p in model.named_parameters() if not name.startswith("prior.")]  # the prior comes after
     opt = torch.optim.AdamW(vae_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "history": [], "best_val": math.inf, "best_state": None, "bad_epochs": 0, "seconds": 0.0}
     checksum = sha256_file(curves_file)
     if resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
-        mismatch = {k: (v, dataclasses.asdict(cfg)[k]) for k, v in ck["config"].items()
-                    if k not in ("epochs", "device") and dataclasses.asdict(cfg).get(k) != v}
+        mismatch = {
+            k: (v, dataclasses.asdict(cfg)[k])
+            for k, v in ck["config"].items()
+            if k not in ("epochs", "device") and dataclasses.asdict(cfg).get(k) != v
+        }
         if mismatch or ck["curves_sha256"] != checksum:
             what = ", ".join(f"{k}: checkpoint {a} vs now {b}" for k, (a, b) in mismatch.items()) or "the curves changed"
             raise ValueError(f"{ckpt_path} was made with another configuration ({what}); rerun without --resume to start over")
@@ -216,11 +205,13 @@ def train(store: Path, cfg: TrainConfig, out: Path | None = None, resume: bool =
             beta = kl_weight(epoch, cfg.kl_warmup_epochs)
             sums = np.zeros(3)
             for i in range(0, n, cfg.batch_size):
-                xb = x_train[perm[i:i + cfg.batch_size]]
+                xb = x_train[perm[i : i + cfg.batch_size]]
                 loss, nll, kl = model.loss(xb, beta, generator=g)
                 if not torch.isfinite(loss):
-                    raise TrainingError(f"the loss diverged (value {float(loss)}) at epoch {epoch + 1}; the last good "
-                                        f"checkpoint is kept in {ckpt_path}; lower --lr and rerun without --resume")
+                    raise TrainingError(
+                        f"the loss diverged (value {float(loss)}) at epoch {epoch + 1}; the last good "
+                        f"checkpoint is kept in {ckpt_path}; lower --lr and rerun without --resume"
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -229,8 +220,17 @@ def train(store: Path, cfg: TrainConfig, out: Path | None = None, resume: bool =
             val = neg_elbo(model, x_val, seed=cfg.seed + 17)
             train_loss, train_nll, train_kl = sums / n
             state["seconds"] += time.perf_counter() - t0
-            state["history"].append({"epoch": epoch + 1, "kl_weight": beta, "train_loss": train_loss, "train_nll": train_nll,
-                                     "train_kl": train_kl, "val_neg_elbo": val, "seconds": state["seconds"]})
+            state["history"].append(
+                {
+                    "epoch": epoch + 1,
+                    "kl_weight": beta,
+                    "train_loss": train_loss,
+                    "train_nll": train_nll,
+                    "train_kl": train_kl,
+                    "val_neg_elbo": val,
+                    "seconds": state["seconds"],
+                }
+            )
             # early stopping counts only once the KL weight is 1 (the ELBO is comparable from then on)
             if beta >= 1.0 and val < state["best_val"]:
                 state["best_val"], state["bad_epochs"] = val, 0
@@ -238,8 +238,16 @@ def train(store: Path, cfg: TrainConfig, out: Path | None = None, resume: bool =
             elif beta >= 1.0:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch + 1
-            _save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
-                                         "config": dataclasses.asdict(cfg), "curves_sha256": checksum})
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "state": state,
+                    "config": dataclasses.asdict(cfg),
+                    "curves_sha256": checksum,
+                },
+            )
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{train_loss:.1f}", kl=f"{train_kl:.1f}", val=f"{val:.1f}")
@@ -262,17 +270,23 @@ def train(store: Path, cfg: TrainConfig, out: Path | None = None, resume: bool =
     meta = {
         "produced_by": f"energy-btgm {code_version()} train",
         "train_config": dataclasses.asdict(cfg),
-        "curves_file": str(curves_file), "curves_sha256": checksum,
-        "points_per_week": int(x_train.shape[1] - 1), "group_size": cfg.group_size,
+        "curves_file": str(curves_file),
+        "curves_sha256": checksum,
+        "points_per_week": int(x_train.shape[1] - 1),
+        "group_size": cfg.group_size,
         "n_curves": {k: int(len(v)) for k, v in data.items()},
-        "epochs_run": state["epoch"], "best_val_neg_elbo": state["best_val"], "test_elbo": test_elbo,
-        "train_seconds": round(state["seconds"], 1), "device": str(device), "torch": torch.__version__,
+        "epochs_run": state["epoch"],
+        "best_val_neg_elbo": state["best_val"],
+        "test_elbo": test_elbo,
+        "train_seconds": round(state["seconds"], 1),
+        "device": str(device),
+        "torch": torch.__version__,
     }
     model = model.cpu()
     save_model(work, model, scaler, meta)
     (work / "history.json").write_text(json.dumps(state["history"], indent=1))
     if card:
-        from energy_btgm.card import write_card
+        from energy_btgm.model.card import write_card
 
         write_card(work, data)
     os.remove(ckpt_path)
@@ -291,6 +305,8 @@ def latest_model(store: Path, group_size: int) -> Path:
     """The model directory for a group size in the store (``models/vae-nN``), or a clear error."""
     path = Path(store) / "models" / f"vae-n{group_size}"
     if not (path / "model.json").exists():
-        raise FileNotFoundError(f"no trained model for groups of {group_size} under {Path(store) / 'models'}; "
-                                f"run `energy-btgm train --group-size {group_size}`")
+        raise FileNotFoundError(
+            f"no trained model for groups of {group_size} under {Path(store) / 'models'}; "
+            f"run `energy-btgm train --group-size {group_size}`"
+        )
     return path

@@ -25,27 +25,11 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from energy_btgm.data.config import CurvesConfig
 from energy_btgm.store import atomic_dir, code_version, sha256_file
 
 WEEK_NS = 7 * 86400 * 10**9
 MONDAY0 = np.datetime64("1970-01-05", "ns").astype(np.int64)  # a Monday
-
-
-@dataclasses.dataclass(frozen=True)
-class CurvesConfig:
-    group_sizes: tuple[int, ...] = (10, 100)
-    draws: int = 200  # groups drawn per week and group size
-    seed: int = 0
-    max_missing: float = 0.10  # max share of missing or filled intervals in a household-week
-    split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, validation, test shares of weeks
-
-    def validate(self) -> None:
-        if not self.group_sizes or min(self.group_sizes) < 1:
-            raise ValueError(f"--group-sizes must be positive integers, got {list(self.group_sizes)}")
-        if self.draws < 1:
-            raise ValueError(f"--draws must be at least 1, got {self.draws}")
-        if not 0 <= self.max_missing < 1:
-            raise ValueError(f"--max-missing must be in [0, 1), got {self.max_missing}")
 
 
 def weekly_array(wall_ns: np.ndarray, codes: np.ndarray, n_meters: int, kw: np.ndarray, step_ns: int,
@@ -93,7 +77,7 @@ def _interp_rows(x: np.ndarray) -> np.ndarray:
 
 def household_curves(store: Path, cfg: CurvesConfig, progress: bool = False) -> tuple[pd.DataFrame, dict]:
     """Household weekly curves from ``<store>/readings``, one bucket partition at a time."""
-    from energy_btgm.ingest import read_manifest
+    from energy_btgm.data.ingest import read_manifest
 
     man = read_manifest(store)
     tz = man["config"]["tz"]

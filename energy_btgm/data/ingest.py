@@ -26,7 +26,6 @@ import os
 import shutil
 import tempfile
 import time
-import zoneinfo
 from collections import Counter
 from pathlib import Path
 
@@ -37,47 +36,15 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from energy_btgm.readers import InputError, bucket_of, check_file, read_raw
+from energy_btgm.data.readers import InputError, bucket_of, check_file, read_raw
+from energy_btgm.data.config import RESOLUTIONS_MIN, IngestConfig
 from energy_btgm.store import atomic_dir, atomic_write_parquet, atomic_write_text, code_version, replace_dir, sha256_file
 
 NS_MIN = 60_000_000_000
-RES_MIN = {"15min": 15, "30min": 30, "60min": 60}
 BUCKET_ROWS = 2_000_000  # target rows per bucket (bounds memory of pass 2)
 MISSING_MARKERS = ["", "Null", "NULL", "null", "NA", "NaN", "nan", "N/A"]
 QUARANTINE_SCHEMA = pa.schema([("source_file", pa.string()), ("line", pa.int64()), ("meter_id", pa.string()),
                                ("timestamp_raw", pa.string()), ("value_raw", pa.string()), ("reason", pa.string())])
-
-
-@dataclasses.dataclass(frozen=True)
-class IngestConfig:
-    """How to read and clean. Units in names."""
-
-    fmt: str = "long"  # long | lcl | wide
-    tz: str = "Europe/Paris"
-    unit: str | None = None  # kwh | wh | kw; default per format (wide: kw, else kwh)
-    resolution: str = "auto"  # auto | 15min | 30min | 60min (coarser than native: summed)
-    meter_col: str = "meter_id"
-    time_col: str = "timestamp"
-    value_col: str = "kwh"
-    delimiter: str | None = None
-    max_kwh_per_30min: float = 10.0  # plausibility bound, scaled by the interval
-    max_gap_h: float = 2.0  # gaps up to this long are filled linearly
-
-    def validate(self) -> None:
-        if self.fmt not in ("long", "lcl", "wide"):
-            raise ValueError(f"--format must be long, lcl or wide, got {self.fmt!r}")
-        if self.unit not in (None, "kwh", "wh", "kw"):
-            raise ValueError(f"--unit must be kwh, wh or kw, got {self.unit!r}")
-        if self.resolution != "auto" and self.resolution not in RES_MIN:
-            raise ValueError(f"--resolution must be auto, 15min, 30min or 60min, got {self.resolution!r}")
-        try:
-            zoneinfo.ZoneInfo(self.tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"--tz {self.tz!r} is not a known time zone; use an IANA name such as Europe/London") from None
-
-    @property
-    def value_unit(self) -> str:
-        return self.unit or ("kw" if self.fmt == "wide" else "kwh")
 
 
 # --- pass 1: parse and spill -------------------------------------------------------------------
@@ -263,7 +230,7 @@ def _clean_bucket(df: pd.DataFrame, cfg: IngestConfig, sources: list[str], quara
 
     nat = np.iinfo(np.int64).min
     order_key = df["src"].to_numpy(np.int64) * (1 << 40) + df["line"].to_numpy(np.int64)
-    codes, uniq = pd.factorize(df["meter_id"])
+    codes, _ = pd.factorize(df["meter_id"])
     df["t"] = _localise(codes, df["wall"].to_numpy(np.int64, na_value=nat), df["utc"].to_numpy(np.int64, na_value=nat),
                         order_key, cfg.tz, counts)
     df = df.drop(columns=["wall", "utc"])
@@ -286,7 +253,7 @@ def _clean_bucket(df: pd.DataFrame, cfg: IngestConfig, sources: list[str], quara
     df = df[keep].reset_index(drop=True)
 
     # interval per meter (mode of steps), and changes of interval
-    target = RES_MIN.get(cfg.resolution)
+    target = RESOLUTIONS_MIN.get(cfg.resolution)
     out_frames, coverage = [], []
     for m, g in df.groupby("meter_id", sort=True):
         tm = g["t"].to_numpy()

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 import criteria
-from energy_btgm.model import load_model
+from energy_btgm.core.figures import new_figure, png_bytes
+from energy_btgm.model.vae import load_model
 from energy_btgm.store import atomic_write_bytes, atomic_write_text
 
 NEAR_ZERO = 1e-3  # gradient norms below this share of the median count as zero
@@ -37,7 +38,7 @@ def gradient_norms(f: Callable, decode: Callable, dim: int, n: int, seed: int) -
     """‖∇_z f̃(z)‖ for n samples z ~ N(0, I), f̃ normalised under the same samples. Returns (n,)."""
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, dim, generator=g).requires_grad_(True)
-    vals = f(decode(z))  # (n,)
+    vals = f(decode(z))  # (n, T) curves -> (n,)
     (grad,) = torch.autograd.grad(vals.sum(), z)  # samples are independent: row i is ∇f(z_i)
     std = float(vals.detach().std())
     return (grad.norm(dim=1) / max(std, 1e-12)).numpy()
@@ -45,8 +46,12 @@ def gradient_norms(f: Callable, decode: Callable, dim: int, n: int, seed: int) -
 
 def summarise(norms: np.ndarray) -> dict:
     med = float(np.median(norms))
-    return {"median": med, "p99": float(np.percentile(norms, 99)), "p99_over_median": float(np.percentile(norms, 99) / max(med, 1e-12)),
-            "share_near_zero": float((norms < NEAR_ZERO * max(med, 1e-12)).mean()) if med > 0 else 1.0}
+    return {
+        "median": med,
+        "p99": float(np.percentile(norms, 99)),
+        "p99_over_median": float(np.percentile(norms, 99) / max(med, 1e-12)),
+        "share_near_zero": float((norms < NEAR_ZERO * max(med, 1e-12)).mean()) if med > 0 else 1.0,
+    }
 
 
 def recommend(summaries: dict[str, dict]) -> str:
@@ -56,8 +61,9 @@ def recommend(summaries: dict[str, dict]) -> str:
     return min(ok, key=lambda k: ok[k]["p99_over_median"])
 
 
-def assess(model_dir: Path, criterion: str, out_dir: Path, n: int = 10_000, seed: int = 0,
-           variants: list[str] | None = None) -> dict:
+def assess(
+    model_dir: Path, criterion: str, out_dir: Path, n: int = 10_000, seed: int = 0, variants: list[str] | None = None
+) -> dict:
     """Assess the variants of ``criterion`` (or the named ``variants``: registered criteria or import paths)
     on the model's decoder; write a figure and assess.json."""
     gen = load_model(model_dir)
@@ -78,31 +84,37 @@ def assess(model_dir: Path, criterion: str, out_dir: Path, n: int = 10_000, seed
     norms = {name: gradient_norms(fn, decode, gen.latent_dim, n, seed) for name, fn in variants.items()}
     summaries = {k: summarise(v) for k, v in norms.items()}
     best = recommend(summaries)
-    result = {"criterion": criterion, "model": str(model_dir), "samples": n, "seed": seed, "variants": summaries,
-              "recommended": best, "near_zero_threshold": f"{NEAR_ZERO:g} x median"}
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    result = {
+        "criterion": criterion,
+        "model": str(model_dir),
+        "samples": n,
+        "seed": seed,
+        "variants": summaries,
+        "recommended": best,
+        "near_zero_threshold": f"{NEAR_ZERO:g} x median",
+    }
+    fig, ax = new_figure(1, figsize=(8, 3.6))
     lo = min(max(v[v > 0].min(), 1e-6) for v in norms.values() if (v > 0).any())
     hi = max(v.max() for v in norms.values())
     bins = np.logspace(math.log10(lo), math.log10(hi), 60)
     for name, v in norms.items():
-        ax.hist(np.clip(v, lo, None), bins=bins, histtype="step", lw=1.4,
-                label=f"{name}: zeros {summaries[name]['share_near_zero']:.1%}, p99/median {summaries[name]['p99_over_median']:.1f}"
-                      + ("  ← recommended" if name == best else ""))
-    ax.set(xscale="log", xlabel="‖∇z f̃(z)‖ (criterion normalised under p)", ylabel=f"count of {n:,} samples of p",
-           title=f"{criterion}: gradient norms of equivalent variants")
+        ax.hist(
+            np.clip(v, lo, None),
+            bins=bins,
+            histtype="step",
+            lw=1.4,
+            label=f"{name}: zeros {summaries[name]['share_near_zero']:.1%}, p99/median {summaries[name]['p99_over_median']:.1f}"
+            + ("  ← recommended" if name == best else ""),
+        )
+    ax.set(
+        xscale="log",
+        xlabel="‖∇z f̃(z)‖ (criterion normalised under p)",
+        ylabel=f"count of {n:,} samples of p",
+        title=f"{criterion}: gradient norms of equivalent variants",
+    )
     ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
     out_dir = Path(out_dir)
-    atomic_write_bytes(out_dir / "gradients.png", buf.getvalue())
+    atomic_write_bytes(out_dir / "gradients.png", png_bytes(fig))
     atomic_write_text(out_dir / "assess.json", json.dumps(result, indent=1))
     result["figure"] = str(out_dir / "gradients.png")
     return result

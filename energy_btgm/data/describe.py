@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from energy_btgm.curves import MONDAY0, WEEK_NS
-from energy_btgm.curves import weekly_array as curves_weekly_array
+from energy_btgm.data.curves import MONDAY0, WEEK_NS
+from energy_btgm.data.curves import weekly_array as curves_weekly_array
 
 # name: (low, high, description); the ranges of trials with a few hundred homes
 TARGETS = {

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import zoneinfo
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from energy_btgm import __version__
+from energy_btgm.data.config import SynthConfig
 from energy_btgm.store import atomic_dir
 
-RESOLUTIONS_MIN = {"15min": 15, "30min": 30, "60min": 60}
 ARCHETYPES = ("working", "family", "home_all_day", "night_shift")
 ARCHETYPE_SHARES = (0.40, 0.30, 0.20, 0.10)
 # Country of public holidays by time zone (treated as Sundays); unknown zones get none.
@@ -46,51 +45,6 @@ HOLIDAY_COUNTRY = {
     "America/Los_Angeles": "US", "Australia/Sydney": "AU",
 }
 
-
-
-@dataclasses.dataclass(frozen=True)
-class SynthConfig:
-    """What to generate. Units in names; defaults give a year of a mid-latitude European region."""
-
-    households: int = 300
-    start: str = "2023-01-02"  # a Monday, local date
-    weeks: int = 52
-    resolution: str = "30min"
-    tz: str = "Europe/Paris"
-    seed: int = 0
-    heating_share: float = 0.35  # share of homes with electric space heating
-    ev_share: float = 0.15  # share of homes with an electric vehicle
-    vacation_share: float = 0.05  # share of household-weeks spent away (base load only)
-    heating_threshold_c: float = 15.0  # heating load grows as the temperature falls below this
-    defects: bool = False
-    chunk_households: int = 100  # households per written chunk (bounds memory)
-
-    def validate(self) -> None:
-        """Raise ValueError naming the bad field and the fix."""
-        if self.households < 1:
-            raise ValueError(f"--households must be at least 1, got {self.households}")
-        if self.weeks < 1:
-            raise ValueError(f"--weeks must be at least 1, got {self.weeks}")
-        if self.resolution not in RESOLUTIONS_MIN:
-            raise ValueError(f"--resolution must be one of {', '.join(RESOLUTIONS_MIN)}, got {self.resolution!r}")
-        try:
-            zoneinfo.ZoneInfo(self.tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"--tz {self.tz!r} is not a known time zone; use an IANA name such as Europe/Paris") from None
-        try:
-            start = pd.Timestamp(self.start)
-        except ValueError:
-            raise ValueError(f"--start {self.start!r} is not a date; use YYYY-MM-DD") from None
-        if start.day_of_week != 0 or start != start.normalize():
-            raise ValueError(f"--start must be a Monday at 00:00 (weeks run Monday to Sunday), got {self.start} ({start.day_name()})")
-        for name in ("heating_share", "ev_share", "vacation_share"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {v}")
-
-    @property
-    def interval_min(self) -> int:
-        return RESOLUTIONS_MIN[self.resolution]
 
 
 # --- building blocks --------------------------------------------------------------------------
@@ -318,7 +272,6 @@ def generate(cfg: SynthConfig, out: Path, overwrite: bool = False, progress: boo
     dt_h = cfg.interval_min / 60.0
     local_naive = cal.grid.tz_localize(None)
     ts_aware = pa.array(cal.grid)  # timestamp[ns, tz]
-    ts_naive = pa.array(local_naive)
     defects_log = {"missing": 0, "duplicates_exact": 0, "duplicates_conflicting": 0, "stuck_zero": 0, "negative": 0}
     rows = 0
     chunks = range(0, cfg.households, cfg.chunk_households)

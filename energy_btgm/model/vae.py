@@ -49,7 +49,7 @@ class VAEConfig:
 
 def to_kw(y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, power: float) -> torch.Tensor:
     """Features on the model's scale back to kW: max(y·std + mean, 0) ** (1 / power)."""
-    y = (y * std + mean).clamp(min=0.0)
+    y = (y * std + mean).clamp(min=0.0)  # (B, F) * (F,) + (F,) -> (B, F)
     return y if power == 1.0 else y ** (1.0 / power)  # no power pass on the default (hot) path
 
 
@@ -69,8 +69,9 @@ class ResBlock(nn.Module):
 
 
 def _tower(n_in: int, width: int, n_out: int, blocks: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(n_in, width), *[ResBlock(width) for _ in range(blocks)],
-                         nn.LayerNorm(width), nn.Linear(width, n_out))
+    return nn.Sequential(
+        nn.Linear(n_in, width), *[ResBlock(width) for _ in range(blocks)], nn.LayerNorm(width), nn.Linear(width, n_out)
+    )
 
 
 class VAE(nn.Module):
@@ -88,33 +89,34 @@ class VAE(nn.Module):
             self.peak_logvar = nn.Parameter(torch.tensor(-2.0))
         self.prior = None
         if cfg.prior_transforms:
-            from energy_btgm.btgm import LatentFlow
+            from energy_btgm.core.flow import LatentFlow
 
             self.prior = LatentFlow(cfg.latent_dim, transforms=cfg.prior_transforms, hidden=128, passes=2)
 
     def encode(self, x):  # x: (B, F) scaled -> mu, logvar: (B, Z)
-        mu, logvar = self.encoder(x).chunk(2, dim=-1)
+        mu, logvar = self.encoder(x).chunk(2, dim=-1)  # (B, 2Z) -> 2 x (B, Z)
         return mu, logvar.clamp(-12.0, 6.0)
 
     def decode(self, z):  # z: (B, Z) -> mean and log-variance (B, F) of p(x|z), on the model's scale
         if not self.cfg.heteroscedastic:
-            mean = self.decoder(z)
-            return mean, self.obs_logvar.expand_as(mean)
-        mean, dlogvar = self.decoder(z).chunk(2, dim=-1)
-        return mean, (self.obs_logvar + dlogvar).clamp(-8.0, 4.0)
+            mean = self.decoder(z)  # (B, F)
+            return mean, self.obs_logvar.expand_as(mean)  # (F,) -> (B, F)
+        mean, dlogvar = self.decoder(z).chunk(2, dim=-1)  # (B, 2F) -> 2 x (B, F)
+        return mean, (self.obs_logvar + dlogvar).clamp(-8.0, 4.0)  # (F,) + (B, F) -> (B, F)
 
     @staticmethod
     def obs_log_prob(x, mean, logvar):
         """log p(x|z) per curve (B,)."""
-        return -0.5 * ((x - mean) ** 2 * (-logvar).exp() + logvar + LOG2PI).sum(-1)
+        return -0.5 * ((x - mean) ** 2 * (-logvar).exp() + logvar + LOG2PI).sum(-1)  # (B, F) -> (B,)
 
     @staticmethod
     def draw(mean, logvar, generator: torch.Generator | None = None) -> torch.Tensor:
         """One draw of x ~ p(x|z) per row (model's scale)."""
-        return mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        return mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=generator, dtype=mean.dtype)  # (B, F)
 
     def peak(self, y):
         """(B,) weekly peak [kW] over the training peaks' std, from features (B, F) on the model's scale."""
+        # (B, F) -> the curve's T = F - 1 points (B, T) in kW -> max over the week (B,)
         return to_kw(y[:, :-1], self.feat_mean[:-1], self.feat_std[:-1], self.cfg.power).amax(-1) / self.peak_std
 
     def loss(self, x, kl_weight: float = 1.0, generator: torch.Generator | None = None, peak_term: bool = True):
@@ -124,14 +126,14 @@ class VAE(nn.Module):
         Gaussian negative log-likelihood of the curve's weekly peak given the peak of the decoder mean:
         the objective is then the ELBO of a model that observes the peak w more times."""
         mu, logvar = self.encode(x)
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
-        z = mu + eps * (0.5 * logvar).exp()
-        mean, obs_logvar = self.decode(z)
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)  # (B, Z)
+        z = mu + eps * (0.5 * logvar).exp()  # (B, Z)
+        mean, obs_logvar = self.decode(z)  # (B, F), (B, F)
         nll = -self.obs_log_prob(x, mean, obs_logvar)  # (B,)
         if self.cfg.peak_weight and peak_term:
             lv = self.peak_logvar
             nll = nll + self.cfg.peak_weight * 0.5 * ((self.peak(x) - self.peak(mean)) ** 2 * (-lv).exp() + lv + LOG2PI)
-        kl = 0.5 * (mu ** 2 + logvar.exp() - 1.0 - logvar).sum(-1)  # (B,)
+        kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(-1)  # (B,)
         return (nll + kl_weight * kl).mean(), nll.mean(), kl.mean()
 
 
@@ -145,7 +147,7 @@ class Scaler:
     power: float = 1.0
 
     @classmethod
-    def fit(cls, x: np.ndarray, power: float = 1.0) -> "Scaler":
+    def fit(cls, x: np.ndarray, power: float = 1.0) -> Scaler:
         y = np.maximum(x, 0) ** power
         return cls(y.mean(0).astype(np.float32), np.maximum(y.std(0), 1e-3).astype(np.float32), power)
 
@@ -160,7 +162,7 @@ class Scaler:
         return {"mean": self.mean.tolist(), "std": self.std.tolist(), "power": self.power}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Scaler":
+    def from_dict(cls, d: dict) -> Scaler:
         return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32), float(d.get("power", 1.0)))
 
 
@@ -182,13 +184,13 @@ class Generator:
         return self.vae.cfg.latent_dim
 
     def _kw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.scaler.inverse_torch(x)
-        return x[:, :-1], x[:, -1]
+        x = self.scaler.inverse_torch(x)  # (B, F) kW
+        return x[:, :-1], x[:, -1]  # curves (B, T), sums of member peaks (B,)
 
     def decode_kw(self, u: torch.Tensor, generator: torch.Generator | None = None, noise: bool = False):
         """Curves (B, T) and sums of member peaks (B,) in kW for latents u (B, Z): the decoder mean at
         z = T(u), or with ``noise`` a draw of x ~ p(x|z) (noise from ``generator``)."""
-        mean, logvar = self.vae.decode(u if self.vae.prior is None else self.vae.prior(u)[0])
+        mean, logvar = self.vae.decode(u if self.vae.prior is None else self.vae.prior(u)[0])  # (B, Z) -> (B, F)
         return self._kw(self.vae.draw(mean, logvar, generator) if noise else mean)
 
     def reconstruct_kw(self, x_kw: np.ndarray) -> np.ndarray:
@@ -204,7 +206,7 @@ class Generator:
         g_noise = torch.Generator().manual_seed(seed + 1)  # its own stream: with or without noise, the same latents
         zs, cs, ps = [], [], []
         for i in range(0, n, batch):
-            z = torch.randn(min(batch, n - i), self.latent_dim, generator=g)
+            z = torch.randn(min(batch, n - i), self.latent_dim, generator=g)  # (b, Z)
             c, p = self.decode_kw(z, generator=g_noise, noise=noise)
             zs.append(z.numpy()), cs.append(c.numpy()), ps.append(p.numpy())
         return np.concatenate(cs), np.concatenate(ps), np.concatenate(zs)
@@ -238,8 +240,9 @@ def load_model(directory: Path) -> Generator:
         vae.load_state_dict(torch.load(directory / "weights.pt", weights_only=True))
     except RuntimeError as e:
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise ValueError(f"{directory / 'weights.pt'} does not match the config in model.json ({first}); "
-                         "retrain or restore the matching files") from None
+        raise ValueError(
+            f"{directory / 'weights.pt'} does not match the config in model.json ({first}); retrain or restore the matching files"
+        ) from None
     scaler = Scaler.from_dict(doc["scaler"])
     if scaler.power != cfg.power:
         raise ValueError(f"{directory / 'model.json'}: scaler power {scaler.power} differs from the model's {cfg.power}")

@@ -1,0 +1,305 @@
+"""The analyst's report: one self-contained HTML page and the ``summary.json`` of every number it shows.
+
+It gathers what the pipeline left in the store and the reports folder: data quality from ingestion
+and curves, each model card's fit numbers, per tuned criterion and group size the curves of p vs
+the tuned q (mean ± std and five samples), the Pareto front with theory and the β path, the
+criterion assessment, the quantile comparison with rejection sampling (intervals, cost) and the
+diversity factor / ADMD table. The page is ``templates/report.html.j2``; this module only gathers
+the numbers and formats them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from energy_btgm import bank
+from energy_btgm.core.figures import data_uri, new_figure, png_bytes
+from energy_btgm.core.html import render
+from energy_btgm.model.vae import load_model
+from energy_btgm.store import atomic_dir, code_version
+from energy_btgm.tuning.engine import KL_TOP_1PC
+
+TEMPLATE = Path(__file__).parent / "templates" / "report.html.j2"
+
+
+def _curves_figure(p_curves: np.ndarray, q_curves: np.ndarray, title: str) -> str:
+    """p's curves beside the tuned q's (mean ± std and five samples each), as a data URI."""
+    T = p_curves.shape[1]
+    hours = np.arange(T) * 168.0 / T
+    fig, ax = new_figure(2, figsize=(12, 3.2), sharey=True)
+    for a, x, name in ((ax[0], p_curves, "p (untuned model)"), (ax[1], q_curves, "tuned q")):
+        m, s = x.mean(0), x.std(0)  # (T,), (T,) over curves
+        a.fill_between(hours, m - s, m + s, alpha=0.25, label="mean ± std")
+        a.plot(hours, m, lw=1.2)
+        for c in x[:5]:
+            a.plot(hours, c, lw=0.5, alpha=0.7)
+        a.set(title=f"{name}: mean ± std and 5 samples", xlabel="hour of week (Monday 00:00)", xticks=range(0, 169, 24))
+    ax[0].set_ylabel("kW")
+    fig.suptitle(title, y=1.04)
+    return data_uri(png_bytes(fig, dpi=80))
+
+
+def _cell(v) -> str:
+    """A number as people read it in a table: thousands separators, 4 significant digits, – for missing."""
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.4g}" if np.isfinite(v) else "–"
+    return str(v)
+
+
+def _table(headers: list[str], rows: list[list]) -> dict:
+    return {"headers": headers, "rows": [[_cell(v) for v in r] for r in rows]}
+
+
+def _read_json(path: Path):
+    return json.loads(Path(path).read_text()) if Path(path).exists() else None
+
+
+def _data_quality(store: Path, summary: dict) -> dict | None:
+    readings = _read_json(store / "readings" / "_manifest.json")
+    curves = _read_json(store / "curves" / "_manifest.json")
+    if not readings:
+        return None
+    c = readings["counts"]
+    v = readings.get("validation")
+    summary["data_quality"] = {
+        "counts": c,
+        "meters": readings["meters"],
+        "date_range": readings["date_range"],
+        "validation": v and {k: v[k] for k in ("success", "evaluated", "result_file")},
+        "household_weeks_kept": curves and curves["household_weeks_kept"],
+        "household_weeks_excluded": curves and curves["household_weeks_excluded"],
+    }
+    rows = [["rows in", c["rows_in"]], ["rows kept", c["rows_kept"]], ["rows quarantined", c["rows_quarantined"]]]
+    rows += [[f"  quarantined: {k}", n] for k, n in c["quarantined_by_reason"].items()]
+    rows += [
+        ["gap-filled readings", c["rows_repaired_filled"]],
+        ["DST ambiguous times resolved", c["dst_ambiguous_resolved"]],
+        ["meters", readings["meters"]],
+        [
+            "household-weeks kept / excluded",
+            f"{curves['household_weeks_kept']:,} / {curves['household_weeks_excluded']:,}" if curves else "–",
+        ],
+    ]
+    return {"validation_passed": bool(v and v["success"]), "table": _table(["", "count"], rows)}
+
+
+def _models(store: Path, summary: dict) -> dict | None:
+    rows = []
+    for card_path in sorted((store / "models").glob("vae-n*/card.json")):
+        card = json.loads(card_path.read_text())
+        base = card.get("train_vs_test", {})  # cards written before the baseline existed lack it
+        summary.setdefault("models", {})[str(card["group_size"])] = {
+            **{k: card[k] for k in ("test_elbo", "ks", "q99_rel_err", "targets") if k in card},
+            "train_vs_test": base,
+        }
+        for name in card["ks"]:
+            rows.append(
+                [
+                    f"{card['group_size']} homes",
+                    name,
+                    card["ks"][name],
+                    card["q99_rel_err"][name],
+                    base.get("ks", {}).get(name, float("nan")),
+                    base.get("q99_rel_err", {}).get(name, float("nan")),
+                ]
+            )
+    if not rows:
+        return None
+    return _table(
+        ["group", "statistic", "KS", "q0.99 rel. error", "KS, training data vs test", "q0.99 rel. error, training data vs test"],
+        rows,
+    )
+
+
+def _tuned(store: Path, summary: dict) -> tuple[dict | None, list[dict], dict | None]:
+    """The tuned runs' summary table, one section per run, and the DF/ADMD table."""
+    rows, sections, dfadmd_rows = [], [], []
+    for s_path in sorted((store / "tuned").glob("*/summary.json")):
+        s = json.loads(s_path.read_text())
+        key = f"{s['criterion']}-n{s['group_size']}"
+        summary.setdefault("tuned", {})[key] = {
+            k: s[k]
+            for k in (
+                "criterion",
+                "group_size",
+                "target_kl",
+                "beta",
+                "kl",
+                "mean_f",
+                "mean_f_under_p",
+                "pareto_efficiency",
+                "converged",
+                "seconds",
+                "unit",
+            )
+        }
+        summary["tuned"][key]["beta_path"] = [{k: p[k] for k in ("iteration", "beta", "kl", "mean_f")} for p in s["path"]]
+        rows.append(
+            [
+                s["criterion"],
+                s["group_size"],
+                s["target_kl"],
+                s["beta"],
+                s["kl"],
+                f"{s['mean_f']:.2f} vs {s['mean_f_under_p']:.2f} {s['unit']}",
+                s["pareto_efficiency"],
+            ]
+        )
+        section = {"criterion": s["criterion"], "group_size": s["group_size"], "key": key, "curves": None, "error": None}
+        try:
+            b = bank.read(s["bank"])
+            gen = load_model(s["model"])
+            with torch.no_grad():
+                u = torch.randn(2000, gen.latent_dim, generator=torch.Generator().manual_seed(0))  # (2000, Z)
+                p_curves = gen.decode_kw(u)[0].numpy()  # (2000, T)
+            q_curves = b.attrs["load_kw"][:2000]
+            section["curves"] = _curves_figure(p_curves, q_curves, key)
+            peak_p = p_curves.max(1)
+            w = b["weight"].to_numpy()
+            dfadmd_rows.append(
+                [
+                    key,
+                    float(np.mean(b["df"])),
+                    float(np.mean(b["admd_kw"])),
+                    float(np.average(b["df"], weights=w)),
+                    float(np.average(b["admd_kw"], weights=w)),
+                    float(peak_p.mean() / s["group_size"]),
+                ]
+            )
+            summary["tuned"][key]["bank_df_mean"], summary["tuned"][key]["bank_admd_kw_mean"] = dfadmd_rows[-1][1:3]
+        except (FileNotFoundError, ValueError) as e:
+            section["error"] = str(e)
+        png = s_path.parent / "pareto.png"
+        section["pareto"] = data_uri(png.read_bytes()) if png.exists() else None
+        section["path"] = _table(
+            ["iteration", "β", "KL [nats]", "E f̃"], [[p["iteration"], p["beta"], p["kl"], p["mean_f"]] for p in s["path"]]
+        )
+        sections.append(section)
+    table = _table(["criterion", "group", "target KL", "β", "KL", "E f tuned vs p", "Pareto efficiency"], rows) if rows else None
+    dfadmd = (
+        _table(
+            [
+                "tuned run",
+                "DF (tuned q)",
+                "ADMD kW (tuned q)",
+                "DF (reweighted to p)",
+                "ADMD kW (reweighted to p)",
+                "ADMD kW under p",
+            ],
+            dfadmd_rows,
+        )
+        if dfadmd_rows
+        else None
+    )
+    return table, sections, dfadmd
+
+
+def _assessments(reports: Path, summary: dict) -> list[dict]:
+    out = []
+    for a_path in sorted((reports / "assess").glob("*/assess.json")):
+        a = json.loads(a_path.read_text())
+        summary.setdefault("assessment", {})[a_path.parent.name] = {"recommended": a["recommended"], "variants": a["variants"]}
+        png = a_path.parent / "gradients.png"
+        out.append(
+            {
+                "criterion": a["criterion"],
+                "recommended": a["recommended"],
+                "figure": data_uri(png.read_bytes()) if png.exists() else None,
+            }
+        )
+    return out
+
+
+def _comparisons(reports: Path, summary: dict) -> list[dict]:
+    out = []
+    for c_path in sorted((reports / "compare").glob("*/compare.json")):
+        c = json.loads(c_path.read_text())
+        summary.setdefault("compare", {})[c_path.parent.name] = c
+        rows = []
+        for u, e in c["levels"].items():
+            for m in ("reference", "rejection", "btgm"):
+                x = e[m]
+                ci = x.get("quantile_ci")
+                rows.append(
+                    [
+                        u,
+                        m,
+                        x["quantile"],
+                        f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "–",
+                        x["exceedance"],
+                        x.get("decoder_evaluations", x.get("n")),
+                        x.get("seconds") or float("nan"),
+                        x.get("seconds_per_10k_effective_tail", float("nan")),
+                        x.get("tail_df_mean", float("nan")),
+                        x.get("tail_admd_kw_mean", float("nan")),
+                    ]
+                )
+            if "real_test_quantile" in e:
+                rows.append(
+                    [
+                        u,
+                        f"real test weeks ({e['real_test_curves']:,} curves)",
+                        e["real_test_quantile"],
+                        "–",
+                        float("nan"),
+                        "–",
+                        float("nan"),
+                        float("nan"),
+                        float("nan"),
+                        float("nan"),
+                    ]
+                )
+        out.append(
+            {
+                "criterion": c["criterion"],
+                "group_size": c["group_size"],
+                "seconds_budget": f"{c['seconds_budget']:g}",
+                "reference_samples": f"{c['reference_samples']:,}",
+                "table": _table(
+                    [
+                        "level",
+                        "method",
+                        f"quantile [{c['unit']}]",
+                        "95 % interval",
+                        "exceedance of ref. quantile",
+                        "decoder evaluations",
+                        "seconds",
+                        "s per 10k effective tail scenarios",
+                        "DF in tail",
+                        "ADMD kW in tail",
+                    ],
+                    rows,
+                ),
+            }
+        )
+    return out
+
+
+def build(store: Path, reports: Path, run: str = "latest") -> Path:
+    """Write ``<reports>/<run>/index.html`` and ``summary.json``; return the HTML path."""
+    store, reports = Path(store), Path(reports)
+    summary: dict = {"run": run, "code_version": code_version(), "store": str(store)}
+    tuned_table, tuned_sections, dfadmd = _tuned(store, summary)
+    page = render(
+        TEMPLATE,
+        run=run,
+        code_version=code_version(),
+        kl_top_1pc=f"{KL_TOP_1PC:.2f}",
+        data_quality=_data_quality(store, summary),
+        models=_models(store, summary),
+        tuned_table=tuned_table,
+        tuned_sections=tuned_sections,
+        dfadmd=dfadmd,
+        assessments=_assessments(reports, summary),
+        comparisons=_comparisons(reports, summary),
+    )
+    with atomic_dir(reports / run, overwrite=True) as out:
+        (out / "index.html").write_text(page)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    return reports / run / "index.html"
