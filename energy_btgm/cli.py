@@ -430,7 +430,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="long: meter,timestamp,value; lcl: Low Carbon London (datastore or per-block); "
         "wide: timestamp + one column per meter (UCI)",
     )
-    _option(p, IngestConfig, "tz", help="time zone of naive timestamps")
+    _option(
+        p,
+        IngestConfig,
+        "tz",
+        help="the meters' local time zone: weekly curves start Monday 00:00 there; also the "
+        "zone of naive timestamps unless --source-tz says otherwise",
+    )
+    _option(
+        p,
+        IngestConfig,
+        "source_tz",
+        help="time zone of the files' naive timestamps when it is not the meters' (UTC for Low Carbon London exports)",
+        default_text="--tz",
+    )
     _option(p, IngestConfig, "unit", choices=["kwh", "wh", "kw"], help="unit of values", default_text="kw for wide, else kwh")
     _option(p, IngestConfig, "resolution", help="auto, 15min, 30min or 60min; coarser than native sums")
     _option(p, IngestConfig, "meter_col", help="long format: meter id column")

@@ -25,11 +25,13 @@ _GROUP_SIZES = list(CurvesConfig.group_sizes)
 
 
 @task(retries=2, retry_delay_seconds=5)
-def stage_task(sources: list[str], store: str, fmt: str, tz: str, partitions: int | None) -> dict:
+def stage_task(sources: list[str], store: str, fmt: str, tz: str, partitions: int | None, source_tz: str | None = None) -> dict:
     """Read the meter files and spill their rows into partitions of households; returns the plan."""
     from energy_btgm.data.ingest import IngestConfig, stage
 
-    plan = stage([Path(s) for s in sources], Path(store), IngestConfig(fmt=fmt, tz=tz), partitions=partitions)
+    plan = stage(
+        [Path(s) for s in sources], Path(store), IngestConfig(fmt=fmt, tz=tz, source_tz=source_tz), partitions=partitions
+    )
     get_run_logger().info("ingest: %s rows read into %s partitions", plan["rows_in"], len(plan["partitions"]))
     return plan
 
@@ -131,7 +133,7 @@ def report_task(store: str, reports: str, run: str) -> str:
 # --- freshness: the manifests are the cache keys -----------------------------------------------
 
 
-def _fresh_readings(store: Path, sources: list[str], fmt: str, tz: str) -> bool:
+def _fresh_readings(store: Path, sources: list[str], fmt: str, tz: str, source_tz: str | None = None) -> bool:
     from energy_btgm.data.ingest import resolve_sources
 
     m = store / "readings" / "_manifest.json"
@@ -139,7 +141,8 @@ def _fresh_readings(store: Path, sources: list[str], fmt: str, tz: str) -> bool:
         return False
     man = json.loads(m.read_text())
     files = resolve_sources([Path(x) for x in sources])
-    return (man["config"]["fmt"], man["config"]["tz"]) == (fmt, tz) and sorted(
+    config = man["config"]
+    return (config["fmt"], config["tz"], config.get("source_tz")) == (fmt, tz, source_tz) and sorted(
         (x["path"], x["sha256"]) for x in man["sources"]
     ) == sorted((str(f), sha256_file(f)) for f in files)
 
@@ -202,14 +205,15 @@ def ingest_meters(
     fmt: str = IngestConfig.fmt,
     tz: str = IngestConfig.tz,
     partitions: int | None = None,
+    source_tz: str | None = IngestConfig.source_tz,
 ) -> str:
     """Read → clean each partition of households as its own task (on the flow's task runner) → gather."""
-    return _ingest(sources, store, reports, fmt, tz, partitions)
+    return _ingest(sources, store, reports, fmt, tz, partitions, source_tz)
 
 
-def _ingest(sources, store, reports, fmt, tz, partitions) -> str:
+def _ingest(sources, store, reports, fmt, tz, partitions, source_tz=None) -> str:
     """The ingest tasks, submitted on the calling flow's task runner (Dask workers need the store on a shared path)."""
-    plan = stage_task(sources, store, fmt, tz, partitions)
+    plan = stage_task(sources, store, fmt, tz, partitions, source_tz)
     for f in clean_partition_task.map(plan["staging"], plan["partitions"]):
         f.result()
     return finish_ingest_task(plan["staging"], store, reports)
@@ -356,6 +360,7 @@ def scenario_pipeline(
     fmt: str = IngestConfig.fmt,
     tz: str = IngestConfig.tz,
     partitions: int | None = None,
+    source_tz: str | None = IngestConfig.source_tz,
     group_sizes: list[int] = _GROUP_SIZES,
     criteria_names: list[str] = ["weekly-peak", "wednesday-gap", "mae-flatness"],
     top_fraction: float = 0.01,
@@ -380,8 +385,8 @@ def scenario_pipeline(
         log.info("%s: %s", name, "up to date with its inputs, skipped" if fresh else "runs")
         return not fresh
 
-    if sources and step("ingest", _fresh_readings(s, sources, fmt, tz)):
-        _ingest(sources, store, reports, fmt, tz, partitions)
+    if sources and step("ingest", _fresh_readings(s, sources, fmt, tz, source_tz)):
+        _ingest(sources, store, reports, fmt, tz, partitions, source_tz)
     if step("curves", _fresh_curves(s) and all((s / "curves" / f"groups-n{n}.parquet").exists() for n in group_sizes)):
         curves_task(store, reports, group_sizes, draws, seed)
     tunes = []

@@ -61,7 +61,8 @@ class IngestConfig:
     """How to read and clean. Units in names."""
 
     fmt: str = "long"  # long | lcl | wide
-    tz: str = "Europe/Paris"
+    tz: str = "Europe/Paris"  # the meters' local zone: weekly curves start Monday 00:00 there
+    source_tz: str | None = None  # zone of the files' naive timestamps (LCL: UTC); None: ``tz``
     unit: str | None = None  # kwh | wh | kw; default per format (wide: kw, else kwh)
     resolution: str = "auto"  # auto | 15min | 30min | 60min (coarser than native: summed)
     meter_col: str = "meter_id"
@@ -78,10 +79,11 @@ class IngestConfig:
             raise ValueError(f"--unit must be kwh, wh or kw, got {self.unit!r}")
         if self.resolution != "auto" and self.resolution not in RESOLUTIONS_MIN:
             raise ValueError(f"--resolution must be auto, 15min, 30min or 60min, got {self.resolution!r}")
-        try:
-            zoneinfo.ZoneInfo(self.tz)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"--tz {self.tz!r} is not a known time zone; use an IANA name such as Europe/London") from None
+        for flag, zone in (("--tz", self.tz), ("--source-tz", self.source_tz or self.tz)):
+            try:
+                zoneinfo.ZoneInfo(zone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"{flag} {zone!r} is not a known time zone; use an IANA name such as Europe/London or UTC") from None
 
     @property
     def value_unit(self) -> str:

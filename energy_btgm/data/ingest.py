@@ -232,7 +232,7 @@ def _clean_bucket(df: pd.DataFrame, cfg: IngestConfig, sources: list[str], quara
     order_key = df["src"].to_numpy(np.int64) * (1 << 40) + df["line"].to_numpy(np.int64)
     codes, _ = pd.factorize(df["meter_id"])
     df["t"] = _localise(codes, df["wall"].to_numpy(np.int64, na_value=nat), df["utc"].to_numpy(np.int64, na_value=nat),
-                        order_key, cfg.tz, counts)
+                        order_key, cfg.source_tz or cfg.tz, counts)
     df = df.drop(columns=["wall", "utc"])
     order = np.lexsort((order_key, df["t"].to_numpy(), codes))
     df = df.iloc[order].reset_index(drop=True)

@@ -1,0 +1,82 @@
+"""The Low Carbon London files ingest with no edit, on the right clock.
+
+Their timestamps are GMT all year; weekly curves are built on London local time. A wrong zone moves
+every summer reading by an hour against the winter ones. Real routines also move with the seasons
+(on these files the evening peak is at about 19:00 local in January and 22:00 in July), so the test compares
+the weeks on either side of each DST change, where only the clock moves: their mornings (04:00–12:00,
+driven by alarm clocks) must line up within half an hour, and they do not when the GMT stamps are
+read as London wall-clock time.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from energy_btgm.data.config import CurvesConfig, IngestConfig
+from energy_btgm.data.curves import household_curves
+from energy_btgm.data.ingest import ingest
+
+LCL = Path(__file__).resolve().parents[2] / "shared" / "data" / "lcl-2013"
+pytestmark = pytest.mark.skipif(not (LCL / "block_0.csv.gz").exists(), reason=f"the LCL files are not at {LCL}")
+
+# three weeks before and after the 2013 DST changes (31 March, 27 October), Mondays
+SPRING = (["2013-03-11", "2013-03-18", "2013-03-25"], ["2013-04-01", "2013-04-08", "2013-04-15"])
+AUTUMN = (["2013-10-07", "2013-10-14", "2013-10-21"], ["2013-10-28", "2013-11-04", "2013-11-11"])
+
+
+def daily_profile(hh: pd.DataFrame, weeks: list[str]) -> np.ndarray:
+    """Mean half-hourly load (48,) over the households and days of the given weeks."""
+    sel = hh["week_start"].isin(pd.to_datetime(weeks))
+    curves = np.stack(hh.loc[sel, "curve"].to_numpy())  # (N, 336)
+    return curves.reshape(len(curves), 7, 48).mean((0, 1))  # (N, 7 days, 48 slots) -> (48,)
+
+
+def morning_lag_h(before: np.ndarray, after: np.ndarray) -> float:
+    """Hours by which the morning (04:00–12:00) of ``after`` lags that of ``before``: the shift that best
+    aligns the two standardised daily profiles there."""
+    za, zb = ((x - x.mean()) / x.std() for x in (before, after))
+    morning = slice(8, 24)
+    return min(range(-4, 5), key=lambda s: float(((za[morning] - np.roll(zb, -s)[morning]) ** 2).sum())) / 2
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """block_0 (the published layout, gzip, as downloaded) ingested twice: with its zone, and read as local time."""
+    out = {}
+    for label, cfg in (
+        ("gmt", IngestConfig(fmt="lcl", tz="Europe/London", source_tz="UTC")),
+        ("as-local", IngestConfig(fmt="lcl", tz="Europe/London")),
+    ):
+        root = tmp_path_factory.mktemp(label)
+        manifest = ingest([LCL / "block_0.csv.gz"], root / "store", cfg, reports=root / "reports", validate=False)
+        hh, info = household_curves(root / "store", CurvesConfig())
+        out[label] = (manifest, hh, info)
+    return out
+
+
+def test_lcl_in_gmt_keeps_every_row_and_needs_no_dst_repair(stores):
+    manifest, hh, info = stores["gmt"]
+    c = manifest["counts"]
+    assert c["rows_in"] == c["rows_kept"] > 1_000_000 and c["rows_quarantined"] == 0
+    assert c["dst_ambiguous_resolved"] == 0 and c["dst_nonexistent_shifted"] == 0
+    assert info["tz"] == "Europe/London" and info["points_per_week"] == 336
+    assert manifest["config"]["source_tz"] == "UTC"
+    # read as London wall-clock time, the same file loses its DST hours: repairs and quarantined duplicates
+    wrong = stores["as-local"][0]["counts"]
+    assert wrong["dst_nonexistent_shifted"] > 0 and wrong["rows_quarantined"] > 0
+
+
+@pytest.mark.parametrize("change", [SPRING, AUTUMN], ids=["spring", "autumn"])
+def test_mornings_line_up_across_the_dst_change_on_local_time(stores, change):
+    before, after = change
+    _, hh, _ = stores["gmt"]
+    assert abs(morning_lag_h(daily_profile(hh, before), daily_profile(hh, after))) <= 0.5
+    _, wrong, _ = stores["as-local"]  # GMT read as local time: the summer side moves by an hour
+    assert abs(morning_lag_h(daily_profile(wrong, before), daily_profile(wrong, after))) >= 1.0
+
+
+def test_source_tz_is_checked():
+    with pytest.raises(ValueError, match="--source-tz 'GMT-ish'"):
+        IngestConfig(fmt="lcl", tz="Europe/London", source_tz="GMT-ish").validate()
