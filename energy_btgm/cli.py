@@ -176,7 +176,6 @@ def _cmd_curves(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from energy_btgm.model.card import TARGETS_TEXT
     from energy_btgm.model.train import TrainingError, train
 
     cfg = _config(TrainConfig, args)
@@ -204,7 +203,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"  {label} (KS | q0.99 rel. err.): "
             + ", ".join(f"{k} {fit['ks'][k]:.3f} | {fit['q99_rel_err'][k]:+.1%}" for k in fit["ks"])
         )
-    print(f"  targets ({TARGETS_TEXT}): {'met' if card['targets']['met'] else 'NOT met'}")
+    t = card["targets"]
+    print(f"  targets ({t['text']}): " + ("met" if t["met"] else f"NOT met: {t['missed_text']}"))
+    if not t["baseline"]["met"]:
+        print(f"  the training weeks themselves miss them against the test weeks: {t['baseline']['missed_text']}")
     print(f"  model card: {out / 'card.html'}")
     return 0
 

@@ -8,6 +8,8 @@ import pytest
 import torch
 from conftest import TINY
 
+import criteria
+from energy_btgm.model.card import TARGET_STATISTICS
 from energy_btgm.model.train import TrainConfig, TrainingError, train
 from energy_btgm.model.vae import load_model
 
@@ -43,8 +45,11 @@ def test_model_directory_and_card(store, tmp_path):
     for f in ("weights.pt", "model.json", "history.json", "card.json", "card.html"):
         assert (out / f).exists(), f
     card = json.loads((out / "card.json").read_text())
-    names = {"weekly-peak", "wednesday-gap", "mae-flatness", "weekly-energy", "diversity-factor"}
-    assert set(card["ks"]) == names and set(card["q99_rel_err"]) == names
+    names = {*criteria.REGISTRY, "diversity-factor"} - {"mae-flatness-min"}  # every statistic, once
+    assert set(card["ks"]) == names and set(card["q99_rel_err"]) == names and set(card["q999_rel_err"]) == names
+    t = card["targets"]
+    assert set(t["by_statistic"]) == set(TARGET_STATISTICS) and t["met"] == (not t["missed"])
+    assert all("q999" not in row for row in t["by_statistic"].values())  # a tiny test split: no q0.999 target
     assert all(0 <= v <= 1 for v in card["ks"].values()) and np.isfinite(card["test_elbo"])
     assert set(card["train_vs_test"]["ks"]) == names and all(0 <= v <= 1 for v in card["train_vs_test"]["ks"].values())
     page = (out / "card.html").read_text()
@@ -125,3 +130,20 @@ def test_sample_cli_writes_bank_columns(store, tmp_path, cli_exe):
     )
     r = subprocess.run([cli_exe, "sample", "--store", str(tmp_path / "empty")], capture_output=True, text=True)
     assert r.returncode == 2 and "energy-btgm train --group-size 10" in r.stderr
+
+
+def test_targets_check_every_statistic_and_name_what_misses():
+    from energy_btgm.model.card import check_targets, describe_miss
+
+    stats = list(TARGET_STATISTICS)
+    fit = {
+        "ks": dict.fromkeys(stats, 0.05),
+        "q99_rel_err": dict.fromkeys(stats, 0.01),
+        "q999_rel_err": dict.fromkeys(stats, 0.02),
+    }
+    assert check_targets(fit, n_test=5000)["met"]
+    fit["ks"]["mae-flatness"], fit["q999_rel_err"]["diversity-factor"] = 0.3, -0.2
+    few, many = check_targets(fit, n_test=500), check_targets(fit, n_test=5000)
+    assert few["missed"] == ["mae-flatness"]  # q0.999 is not held to with under 1,000 test curves
+    assert many["missed"] == ["mae-flatness", "diversity-factor"] and not many["met"]
+    assert describe_miss(fit, many) == "mae-flatness (KS 0.300); diversity-factor (q0.999 -20.0%)"

@@ -1,15 +1,16 @@
 """Model card: how well the VAE fits, the tail included, as ``card.json`` and a self-contained ``card.html``.
 
-Held-out statistics compare real test curves with curves generated from the prior: for
-weekly-peak, wednesday-gap, mae-flatness, weekly-energy and the diversity factor, the two-sample
-KS statistic and the relative error of the 0.9 and 0.99 quantiles, with QQ plots; plus training
-curves, reconstructions and mean ± std weekly curves (paper Fig. 2a–b).
+Held-out statistics compare real test curves with curves generated from the prior: for every
+registered criterion and the diversity factor, the two-sample KS statistic and the relative error
+of the 0.9, 0.99 and 0.999 quantiles, with QQ plots; plus training curves, reconstructions and
+mean ± std weekly curves (paper Fig. 2a–b). ``TARGETS`` says what a model must reach on five of
+them (the three tuned criteria, the weekly energy and the diversity factor).
 
 Beside each number, the same statistic of the training split's real curves against the test
 split: how far the data the model learns from already is from the test weeks. The split is by
 week (no week in two splits), so the test set holds few distinct weeks (7 in the demo data) and,
 for large groups, whose curves are mostly the week's weather, this baseline can itself miss the
-targets: no model of the training data is expected to beat it.
+targets: no model of the training data is expected to beat it, and the card says so.
 """
 
 from __future__ import annotations
@@ -25,11 +26,16 @@ from energy_btgm.core.figures import data_uri, new_figure, png_bytes
 from energy_btgm.core.html import render
 from energy_btgm.model.vae import load_model
 
-CARD_CRITERIA = ("weekly-peak", "wednesday-gap", "mae-flatness", "weekly-energy")
+# every registered criterion, once per statistic (a minimised form is the same statistic as its maximised one)
+CARD_CRITERIA = tuple(name for name, c in criteria.REGISTRY.items() if c.direction == 1)
 N_GENERATED = 20_000
-# what the card holds the model to (issue 4): KS of the weekly peak and energy, and the peak's 0.99 quantile
-TARGETS = {"ks_weekly_peak_max": 0.08, "ks_weekly_energy_max": 0.08, "q99_weekly_peak_abs_rel_err_max": 0.05}
-TARGETS_TEXT = "KS ≤ 0.08 for weekly peak and energy, 0.99 quantile of the peak within 5 %"
+# what the card holds the model to, on each statistic of TARGET_STATISTICS (issue 18)
+TARGET_STATISTICS = ("weekly-peak", "weekly-energy", "wednesday-gap", "mae-flatness", "diversity-factor")
+TARGETS = {"ks_max": 0.08, "q99_abs_rel_err_max": 0.05, "q999_abs_rel_err_max": 0.10, "q999_min_test_curves": 1000}
+TARGETS_TEXT = (
+    "KS ≤ 0.08 and q0.99 within 5 % for weekly peak, weekly energy, Wednesday gap, MAE flatness and "
+    "diversity factor; q0.999 within 10 % where the test split holds ≥ 1,000 curves"
+)
 TEMPLATE = Path(__file__).parent / "templates" / "card.html.j2"
 
 
@@ -44,10 +50,10 @@ def statistics(curves_kw: np.ndarray, sum_peaks_kw: np.ndarray) -> dict[str, np.
 def fit_numbers(real: dict, gen: dict) -> dict:
     from scipy.stats import ks_2samp
 
-    res = {"ks": {}, "q90_rel_err": {}, "q99_rel_err": {}, "q99_real": {}, "q99_generated": {}}
+    res = {"ks": {}, "q90_rel_err": {}, "q99_rel_err": {}, "q999_rel_err": {}, "q99_real": {}, "q99_generated": {}}
     for name in real:
         res["ks"][name] = float(ks_2samp(real[name], gen[name]).statistic)
-        for q, key in ((0.9, "q90_rel_err"), (0.99, "q99_rel_err")):
+        for q, key in ((0.9, "q90_rel_err"), (0.99, "q99_rel_err"), (0.999, "q999_rel_err")):
             r, g = np.quantile(real[name], q), np.quantile(gen[name], q)
             res[key][name] = float((g - r) / abs(r)) if r != 0 else float("nan")
         res["q99_real"][name] = float(np.quantile(real[name], 0.99))
@@ -55,13 +61,34 @@ def fit_numbers(real: dict, gen: dict) -> dict:
     return res
 
 
-def targets_met(card: dict) -> bool:
-    """Whether the card's fit numbers meet ``TARGETS``."""
-    return bool(
-        card["ks"]["weekly-peak"] <= TARGETS["ks_weekly_peak_max"]
-        and card["ks"]["weekly-energy"] <= TARGETS["ks_weekly_energy_max"]
-        and abs(card["q99_rel_err"]["weekly-peak"]) <= TARGETS["q99_weekly_peak_abs_rel_err_max"]
-    )
+def check_targets(fit: dict, n_test: int) -> dict:
+    """``fit`` (from ``fit_numbers``) against ``TARGETS``: per statistic of ``TARGET_STATISTICS``, whether
+    its KS, q0.99 and (with ≥ ``q999_min_test_curves`` test curves) q0.999 pass, and overall; ``missed``
+    lists the statistics that fail."""
+    by = {}
+    for name in TARGET_STATISTICS:
+        row = {"ks": fit["ks"][name] <= TARGETS["ks_max"], "q99": abs(fit["q99_rel_err"][name]) <= TARGETS["q99_abs_rel_err_max"]}
+        if n_test >= TARGETS["q999_min_test_curves"]:
+            row["q999"] = abs(fit["q999_rel_err"][name]) <= TARGETS["q999_abs_rel_err_max"]
+        row["met"] = all(row.values())
+        by[name] = {k: bool(v) for k, v in row.items()}
+    missed = [name for name, row in by.items() if not row["met"]]
+    return {"by_statistic": by, "missed": missed, "met": not missed}
+
+
+def describe_miss(fit: dict, check: dict) -> str:
+    """The statistics that miss their targets with the numbers that miss, for one line of text."""
+    parts = []
+    for name in check["missed"]:
+        row, bad = check["by_statistic"][name], []
+        if not row["ks"]:
+            bad.append(f"KS {fit['ks'][name]:.3f}")
+        if not row["q99"]:
+            bad.append(f"q0.99 {fit['q99_rel_err'][name]:+.1%}")
+        if not row.get("q999", True):
+            bad.append(f"q0.999 {fit['q999_rel_err'][name]:+.1%}")
+        parts.append(f"{name} ({', '.join(bad)})")
+    return "; ".join(parts)
 
 
 def figures(history: list, real_x: np.ndarray, recon_x: np.ndarray, gen_x: np.ndarray, real: dict, gen: dict) -> dict:
@@ -142,13 +169,23 @@ def write_card(model_dir: Path, data: dict) -> dict:
     }
     train = data["train"]
     base = fit_numbers(real, statistics(train[:, :-1], train[:, -1]))
-    card["train_vs_test"] = {"ks": base["ks"], "q99_rel_err": base["q99_rel_err"]}
+    card["train_vs_test"] = {k: base[k] for k in ("ks", "q99_rel_err", "q999_rel_err")}
     noisy_x, noisy_pk, _ = gen_model.sample(N_GENERATED, seed=12345, noise=True)
     drawn = fit_numbers(real, statistics(noisy_x, noisy_pk))
     card["drawn_with_noise"] = {"ks": drawn["ks"], "q99_rel_err": drawn["q99_rel_err"]}
-    card["targets"] = {**TARGETS, "met": targets_met(card)}
+    n_test = len(test)
+    model_check, base_check = check_targets(card, n_test), check_targets(base, n_test)
+    card["targets"] = {
+        **TARGETS,
+        "statistics": list(TARGET_STATISTICS),
+        "text": TARGETS_TEXT,
+        **model_check,
+        "missed_text": describe_miss(card, model_check),
+        "baseline": {**base_check, "missed_text": describe_miss(base, base_check)},
+    }
     (Path(model_dir) / "card.json").write_text(json.dumps(card, indent=1))
     figs = figures(history, real_x, recon_x, gen_x, real, gen)
-    page = render(TEMPLATE, card=card, figs=figs, model_name=Path(model_dir).name, targets_text=TARGETS_TEXT)
+    units_text = ", ".join(f"{name} in {criteria.get(name).unit}" for name in CARD_CRITERIA)
+    page = render(TEMPLATE, card=card, figs=figs, model_name=Path(model_dir).name, units_text=units_text)
     (Path(model_dir) / "card.html").write_text(page)
     return card

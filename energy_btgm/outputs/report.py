@@ -98,11 +98,13 @@ def _models(store: Path, summary: dict) -> dict | None:
             **{k: card[k] for k in ("test_elbo", "ks", "q99_rel_err", "targets") if k in card},
             "train_vs_test": base,
         }
+        checked = card.get("targets", {}).get("by_statistic", {})  # older cards checked fewer statistics
         for name in card["ks"]:
             rows.append(
                 [
                     f"{card['group_size']} homes",
                     name,
+                    ("met" if checked[name]["met"] else "missed") if name in checked else "–",
                     card["ks"][name],
                     card["q99_rel_err"][name],
                     base.get("ks", {}).get(name, float("nan")),
@@ -112,7 +114,15 @@ def _models(store: Path, summary: dict) -> dict | None:
     if not rows:
         return None
     return _table(
-        ["group", "statistic", "KS", "q0.99 rel. error", "KS, training data vs test", "q0.99 rel. error, training data vs test"],
+        [
+            "group",
+            "statistic",
+            "target",
+            "KS",
+            "q0.99 rel. error",
+            "KS, training data vs test",
+            "q0.99 rel. error, training data vs test",
+        ],
         rows,
     )
 
@@ -286,8 +296,11 @@ def build(store: Path, reports: Path, run: str = "latest") -> Path:
     store, reports = Path(store), Path(reports)
     summary: dict = {"run": run, "code_version": code_version(), "store": str(store)}
     tuned_table, tuned_sections, dfadmd = _tuned(store, summary)
+    from energy_btgm.model.card import TARGETS_TEXT
+
     page = render(
         TEMPLATE,
+        card_targets=TARGETS_TEXT,
         run=run,
         code_version=code_version(),
         kl_top_1pc=f"{KL_TOP_1PC:.2f}",
