@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from energy_btgm.core import checkpoint
 from energy_btgm.data.curves import read_groups
 from energy_btgm.model.config import TrainConfig
 from energy_btgm.model.vae import VAE, Scaler, VAEConfig, save_model
@@ -171,7 +172,7 @@ def train(
     state = {"epoch": 0, "history": [], "best_val": math.inf, "best_state": None, "bad_epochs": 0, "seconds": 0.0}
     checksum = sha256_file(curves_file)
     if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
+        ck = checkpoint.load(ckpt_path, fix="rerun without --resume to start over")
         mismatch = {
             k: (v, dataclasses.asdict(cfg)[k])
             for k, v in ck["config"].items()
@@ -218,7 +219,7 @@ def train(
                 opt.step()
                 sums += np.array([loss.item(), nll.item(), kl.item()]) * len(xb)
             val = neg_elbo(model, x_val, seed=cfg.seed + 17)
-            train_loss, train_nll, train_kl = sums / n
+            train_loss, train_nll, train_kl = (float(v) for v in sums / n)  # plain floats: the checkpoint is plain data
             state["seconds"] += time.perf_counter() - t0
             state["history"].append(
                 {

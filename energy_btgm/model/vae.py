@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from energy_btgm.core import checkpoint
+
 LOG2PI = math.log(2 * math.pi)
 
 
@@ -237,7 +239,7 @@ def load_model(directory: Path) -> Generator:
         raise ValueError(f"{directory / 'model.json'}: vae_config does not match this version ({e}); retrain the model") from None
     vae = VAE(cfg)
     try:
-        vae.load_state_dict(torch.load(directory / "weights.pt", weights_only=True))
+        vae.load_state_dict(checkpoint.load(directory / "weights.pt", fix="retrain with `energy-btgm train`"))
     except RuntimeError as e:
         first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise ValueError(

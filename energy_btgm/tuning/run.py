@@ -20,7 +20,7 @@ import torch
 
 import criteria
 from energy_btgm import bank
-from energy_btgm.core import BATCH
+from energy_btgm.core import BATCH, checkpoint
 from energy_btgm.core.flow import LatentFlow
 from energy_btgm.core.weights import ess_from_log
 from energy_btgm.model.vae import Generator, load_model
@@ -190,7 +190,7 @@ def load_flow(path: Path) -> tuple[LatentFlow, dict]:
     f = path / "flow.pt" if path.is_dir() else path
     if not f.exists():
         raise FileNotFoundError(f"no tuned flow at {f}; run `energy-btgm tune CRITERION --group-size N`")
-    ck = torch.load(f, weights_only=False)
+    ck = checkpoint.load(f, fix="delete it and rerun `energy-btgm tune`")
     flow = LatentFlow(ck["dim"], ck["transforms"], ck["hidden"])
     flow.load_state_dict(ck["flow"])
     return flow.eval(), ck
