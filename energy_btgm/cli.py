@@ -1,8 +1,10 @@
 """The ``energy-btgm`` command line: one subcommand per pipeline step, all under one store.
 
 Every subcommand reads and writes under the store (``--store DIR``, or $ENERGY_BTGM_STORE, default
-``data/``); reports go to ``--reports DIR`` (default ``reports/``). Bad arguments exit with code 2
-and a one-line message naming the argument and the fix; nothing is written.
+``data/``); reports go to ``--reports DIR`` (default ``reports/``). Exit codes: 0 success; 2 a bad
+argument or option value (nothing is written); 1 the data or the store is not what the step needs,
+or the step failed. Errors are one line naming the step, the file or field, and the fix; a
+traceback only with ``--debug``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from energy_btgm import __version__
 from energy_btgm.data.config import CurvesConfig, IngestConfig, SynthConfig
+from energy_btgm.errors import EXPECTED, ParameterError
 from energy_btgm.model.config import TrainConfig
 from energy_btgm.store import STORE_ENV, store_root
 
@@ -23,7 +26,7 @@ CONFIGS = {"synth": SynthConfig, "ingest": IngestConfig, "curves": CurvesConfig,
 
 
 class UsageError(Exception):
-    """A bad argument: reported in one line, exit code 2."""
+    """A bad argument found by the command line itself: reported in one line, exit code 2."""
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -31,6 +34,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--store", metavar="DIR", default=None, help=f"store root for data, models and banks (default: ${STORE_ENV} or data/)"
     )
     p.add_argument("--reports", metavar="DIR", default="reports", help="where reports go (default: reports/)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
 def _show(value) -> str:
@@ -59,6 +63,16 @@ def _config(cls, args: argparse.Namespace):
     """The config dataclass ``cls`` from the parsed options (its fields that are options)."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
+
+
+def _criterion(name: str):
+    """The named criterion, or a usage error listing the known ones."""
+    import criteria
+
+    try:
+        return criteria.get(name)
+    except KeyError as e:
+        raise UsageError(str(e).strip("'\"")) from None
 
 
 def _model_dir(args: argparse.Namespace, store: Path) -> Path:
@@ -94,10 +108,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         return 1 if bad else 0
 
     cfg = _config(SynthConfig, args)
-    try:
-        cfg.validate()
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    cfg.validate()
     out = Path(args.out) if args.out else store_root(args.store) / "raw" / "synthetic"
     if out.exists() and not args.overwrite:
         raise UsageError(f"--out {out} already exists; pass --overwrite to replace it, or choose another --out")
@@ -111,20 +122,16 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from energy_btgm.data.ingest import ingest
-    from energy_btgm.data.readers import InputError
 
     cfg = _config(IngestConfig, args)
-    try:
-        cfg.validate()
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    cfg.validate()
     sources = args.sources or [str(store_root(args.store) / "raw" / "synthetic" / "readings")]
-    try:
-        m = ingest(
-            sources, store_root(args.store), cfg, reports=Path(args.reports), progress=not args.quiet, partitions=args.partitions
-        )
-    except InputError as e:
-        raise UsageError(str(e)) from None
+    missing = [s for s in sources if not Path(s).exists()]
+    if missing:
+        raise UsageError(f"SOURCE {missing[0]}: no such file or folder; name meter files or folders that exist")
+    m = ingest(
+        sources, store_root(args.store), cfg, reports=Path(args.reports), progress=not args.quiet, partitions=args.partitions
+    )
     c = m["counts"]
     print(
         f"ingested {len(m['sources'])} file(s): {c['rows_in']:,} rows in = {c['rows_kept']:,} kept + "
@@ -148,17 +155,14 @@ def _cmd_curves(args: argparse.Namespace) -> int:
     from energy_btgm.data.curves import build
 
     cfg = _config(CurvesConfig, args)
-    try:
-        cfg.validate()
-        m = build(
-            store_root(args.store),
-            cfg,
-            weather=Path(args.weather) if args.weather else None,
-            reports=Path(args.reports),
-            progress=not args.quiet,
-        )
-    except (ValueError, FileNotFoundError) as e:
-        raise UsageError(str(e)) from None
+    cfg.validate()
+    m = build(
+        store_root(args.store),
+        cfg,
+        weather=Path(args.weather) if args.weather else None,
+        reports=Path(args.reports),
+        progress=not args.quiet,
+    )
     print(
         f"household weekly curves: {m['household_weeks_kept']:,} kept, {m['household_weeks_excluded']:,} excluded "
         f"(> {cfg.max_missing:.0%} missing or filled); {m['points_per_week']} points per week"
@@ -176,22 +180,18 @@ def _cmd_curves(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from energy_btgm.model.train import TrainingError, train
+    from energy_btgm.model.train import train
 
     cfg = _config(TrainConfig, args)
-    store = store_root(args.store)
-    try:
-        cfg.validate()
-        out = train(
-            store,
-            cfg,
-            out=Path(args.out) if args.out else None,
-            resume=args.resume,
-            progress=not args.quiet,
-            curves_dir=Path(args.curves) if args.curves else None,
-        )
-    except (ValueError, FileNotFoundError, TrainingError) as e:
-        raise UsageError(str(e)) from None
+    cfg.validate()
+    out = train(
+        store_root(args.store),
+        cfg,
+        out=Path(args.out) if args.out else None,
+        resume=args.resume,
+        progress=not args.quiet,
+        curves_dir=Path(args.curves) if args.curves else None,
+    )
     card = json.loads((out / "card.json").read_text())
     print(f"model: {out}  ({card['epochs_run']} epochs, {card['train_seconds']:.0f} s; test ELBO {card['test_elbo']:.1f} nats)")
     for label, fit in (
@@ -215,14 +215,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from energy_btgm.model.sample import write_samples
     from energy_btgm.model.vae import load_model
 
-    store = store_root(args.store)
-    try:
-        model_dir = _model_dir(args, store)
-        gen = load_model(model_dir)
-    except (ValueError, FileNotFoundError) as e:
-        raise UsageError(str(e)) from None
     if args.n < 1:
         raise UsageError(f"-n must be at least 1, got {args.n}")
+    store = store_root(args.store)
+    model_dir = _model_dir(args, store)
+    gen = load_model(model_dir)
     out = Path(args.out) if args.out else store / "banks" / f"samples-{model_dir.name}.parquet"
     write_samples(gen, args.n, out, seed=args.seed)
     print(f"wrote {args.n:,} generated curves from {model_dir} to {out}")
@@ -233,37 +230,35 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from energy_btgm.tuning.engine import TuneConfig
     from energy_btgm.tuning.run import tune_criterion
 
+    _criterion(args.criterion)
     store = store_root(args.store)
+    model_dir = _model_dir(args, store)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=TuneConfig.max_iter, desc=f"tune {args.criterion}", unit=" β")
+
+    def show(ev):
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(beta=f"{ev['beta']:.3f}", kl=f"{ev['kl']:.3f}")
+
     try:
-        model_dir = _model_dir(args, store)
-        bar = None
-        if not args.quiet:
-            from tqdm import tqdm
-
-            bar = tqdm(total=TuneConfig.max_iter, desc=f"tune {args.criterion}", unit=" β")
-
-        def show(ev):
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(beta=f"{ev['beta']:.3f}", kl=f"{ev['kl']:.3f}")
-
-        try:
-            s = tune_criterion(
-                store,
-                args.criterion,
-                model_dir,
-                top_fraction=args.top_fraction,
-                target_kl=args.target_kl,
-                target_mean=args.target_mean,
-                seed=args.seed,
-                n_bank=args.n,
-                progress=show,
-            )
-        finally:
-            if bar is not None:
-                bar.close()
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        raise UsageError(str(e).strip("'\"")) from None
+        s = tune_criterion(
+            store,
+            args.criterion,
+            model_dir,
+            top_fraction=args.top_fraction,
+            target_kl=args.target_kl,
+            target_mean=args.target_mean,
+            seed=args.seed,
+            n_bank=args.n,
+            progress=show,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     print(
         f"{s['criterion']} on groups of {s['group_size']}: β = {s['beta']:.3f} (normalised criterion), "
         f"KL = {s['kl']:.3f} (target {s['target_kl'] if s['target_kl'] is not None else '-'}), "
@@ -278,13 +273,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 def _cmd_assess(args: argparse.Namespace) -> int:
     from energy_btgm.tuning.assess import assess
 
+    for name in [args.criterion, *(args.variants or [])]:
+        _criterion(name)
     store = store_root(args.store)
-    try:
-        model_dir = _model_dir(args, store)
-        out = Path(args.reports) / "assess" / f"{args.criterion}-n{_group_size_of(model_dir, args.group_size)}"
-        r = assess(model_dir, args.criterion, out, n=args.n, seed=args.seed, variants=args.variants)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        raise UsageError(str(e).strip("'\"")) from None
+    model_dir = _model_dir(args, store)
+    out = Path(args.reports) / "assess" / f"{args.criterion}-n{_group_size_of(model_dir, args.group_size)}"
+    r = assess(model_dir, args.criterion, out, n=args.n, seed=args.seed, variants=args.variants)
     print(f"{args.criterion}: gradient norms of the normalised variants over {args.n:,} samples of p")
     for name, v in r["variants"].items():
         print(
@@ -300,10 +294,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     ext = {"long-csv": ".csv", "wide-csv": ".csv", "long-parquet": ".parquet"}.get(args.format, "")
     out = Path(args.out) if args.out else Path(args.bank).with_name(f"export-{args.format}{ext}")
-    try:
-        export(Path(args.bank), out, fmt=args.format, week_start=args.week_start)
-    except (ValueError, FileNotFoundError) as e:
-        raise UsageError(str(e)) from None
+    export(Path(args.bank), out, fmt=args.format, week_start=args.week_start)
     print(f"wrote {out}")
     return 0
 
@@ -311,23 +302,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from energy_btgm.estimate.comparison import compare, out_dir_for
 
+    _criterion(args.criterion)
     store = store_root(args.store)
-    try:
-        model_dir = _model_dir(args, store)
-        out = out_dir_for(Path(args.reports), args.criterion, _group_size_of(model_dir, args.group_size))
-        r = compare(
-            model_dir,
-            args.criterion,
-            args.levels,
-            args.seconds,
-            out,
-            store / "reference",
-            seed=args.seed,
-            n_reference=args.reference_samples,
-            progress=not args.quiet,
-        )
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        raise UsageError(str(e).strip("'\"")) from None
+    model_dir = _model_dir(args, store)
+    out = out_dir_for(Path(args.reports), args.criterion, _group_size_of(model_dir, args.group_size))
+    r = compare(
+        model_dir,
+        args.criterion,
+        args.levels,
+        args.seconds,
+        out,
+        store / "reference",
+        seed=args.seed,
+        n_reference=args.reference_samples,
+        progress=not args.quiet,
+    )
     print(
         f"{args.criterion} on groups of {r['group_size']}, {args.seconds:g} s per method "
         f"(reference: {r['reference_samples']:,} samples of p)"
@@ -644,11 +633,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "tune" and args.top_fraction is None and args.target_kl is None and args.target_mean is None:
         args.top_fraction = 0.01
+    step = f"energy-btgm {args.command}"
     try:
         return args.func(args)
-    except UsageError as e:
-        print(f"energy-btgm {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"{step}: interrupted; outputs are written atomically, so nothing half-written is left", file=sys.stderr)
+        return 130
+    except (UsageError, ParameterError) as e:
+        print(f"{step}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if args.debug:
+            raise
+        if isinstance(e, EXPECTED):
+            print(f"{step}: error: {_one_line(e)}", file=sys.stderr)
+        else:
+            print(
+                f"{step}: unexpected error ({type(e).__name__}: {_one_line(e)}); rerun with --debug for the "
+                "traceback and report it",
+                file=sys.stderr,
+            )
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().strip("'\"") if isinstance(e, KeyError) else str(e).strip()
+    return " ".join(text.split()) or type(e).__name__
 
 
 if __name__ == "__main__":

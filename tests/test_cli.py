@@ -27,20 +27,46 @@ def test_top_level_help_lists_subcommands(cli_exe):
 
 
 @pytest.mark.parametrize(
-    "args, needle",
+    "args, needle, code",
     [
-        (["ingest", "--tz", "Nowhere/Land", str(DATA / "formats/long.csv")], "--tz"),
-        (["ingest", "--resolution", "7min", str(DATA / "formats/long.csv")], "--resolution"),
-        (["ingest", str(DATA / "bad/empty.csv")], "empty.csv"),
-        (["ingest", "/no/such/file.csv"], "no such file"),
-        (["curves", "--draws", "0"], "--draws"),
-        (["curves"], "energy-btgm ingest"),
+        (["ingest", "--tz", "Nowhere/Land", str(DATA / "formats/long.csv")], "--tz", 2),
+        (["ingest", "--resolution", "7min", str(DATA / "formats/long.csv")], "--resolution", 2),
+        (["ingest", "/no/such/file.csv"], "no such file", 2),
+        (["curves", "--draws", "0"], "--draws", 2),
+        (["tune", "no-such-criterion"], "unknown criterion", 2),
+        (["ingest", str(DATA / "bad/empty.csv")], "empty.csv", 1),  # the data is not what the step needs
+        (["curves"], "energy-btgm ingest", 1),  # nor is the store
+        (["sample"], "energy-btgm train --group-size 10", 1),
     ],
 )
-def test_bad_arguments_exit_2_with_one_line(cli_exe, tmp_path, args, needle):
+def test_errors_exit_2_for_arguments_1_for_data_with_one_line(cli_exe, tmp_path, args, needle, code):
     r = run(cli_exe, *args, "--store", tmp_path / "s", "--reports", tmp_path / "r")
-    assert r.returncode == 2, r.stderr
-    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == code, r.stderr
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_an_unexpected_error_is_one_line_and_its_traceback_comes_with_debug(monkeypatch, capsys):
+    from energy_btgm import cli
+
+    def broken(args):
+        raise TypeError("something the library did not anticipate")
+
+    monkeypatch.setattr(cli, "build_parser", _parser_with(cli.build_parser, "report", broken))
+    assert cli.main(["report"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unexpected error (TypeError: something" in err and "--debug" in err
+    with pytest.raises(TypeError, match="did not anticipate"):
+        cli.main(["report", "--debug"])
+
+
+def _parser_with(build, command, func):
+    def build_patched():
+        parser = build()
+        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        sub.choices[command].set_defaults(func=func)
+        return parser
+
+    return build_patched
 
 
 def test_store_from_environment(cli_exe, tmp_path):

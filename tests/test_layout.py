@@ -13,7 +13,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [  # (layer, module prefixes), bottom first
-    ("base", ("energy_btgm", "energy_btgm.store", "energy_btgm.validation", "energy_btgm.bank", "energy_btgm.core", "criteria")),
+    (
+        "base",
+        (
+            "energy_btgm",
+            "energy_btgm.store",
+            "energy_btgm.errors",
+            "energy_btgm.validation",
+            "energy_btgm.bank",
+            "energy_btgm.core",
+            "criteria",
+        ),
+    ),
     ("data", ("energy_btgm.data",)),
     ("model", ("energy_btgm.model",)),
     ("tuning", ("energy_btgm.tuning",)),

@@ -129,7 +129,7 @@ def test_sample_cli_writes_bank_columns(store, tmp_path, cli_exe):
         t.column("peak_kw").to_numpy(), np.stack(t.column("load_kw").to_numpy(zero_copy_only=False)).max(1), rtol=1e-6
     )
     r = subprocess.run([cli_exe, "sample", "--store", str(tmp_path / "empty")], capture_output=True, text=True)
-    assert r.returncode == 2 and "energy-btgm train --group-size 10" in r.stderr
+    assert r.returncode == 1 and "energy-btgm train --group-size 10" in r.stderr
 
 
 def test_targets_check_every_statistic_and_name_what_misses():

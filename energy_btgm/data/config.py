@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import zoneinfo
 
+from energy_btgm.errors import ParameterError
+
 RESOLUTIONS_MIN = {"15min": 15, "30min": 30, "60min": 60}
 
 
@@ -29,27 +31,27 @@ class SynthConfig:
     def validate(self) -> None:
         """Raise ValueError naming the bad field and the fix."""
         if self.households < 1:
-            raise ValueError(f"--households must be at least 1, got {self.households}")
+            raise ParameterError(f"--households must be at least 1, got {self.households}")
         if self.weeks < 1:
-            raise ValueError(f"--weeks must be at least 1, got {self.weeks}")
+            raise ParameterError(f"--weeks must be at least 1, got {self.weeks}")
         if self.resolution not in RESOLUTIONS_MIN:
-            raise ValueError(f"--resolution must be one of {', '.join(RESOLUTIONS_MIN)}, got {self.resolution!r}")
+            raise ParameterError(f"--resolution must be one of {', '.join(RESOLUTIONS_MIN)}, got {self.resolution!r}")
         try:
             zoneinfo.ZoneInfo(self.tz)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"--tz {self.tz!r} is not a known time zone; use an IANA name such as Europe/Paris") from None
+            raise ParameterError(f"--tz {self.tz!r} is not a known time zone; use an IANA name such as Europe/Paris") from None
         import pandas as pd
 
         try:
             start = pd.Timestamp(self.start)
         except ValueError:
-            raise ValueError(f"--start {self.start!r} is not a date; use YYYY-MM-DD") from None
+            raise ParameterError(f"--start {self.start!r} is not a date; use YYYY-MM-DD") from None
         if start.day_of_week != 0 or start != start.normalize():
-            raise ValueError(f"--start must be a Monday at 00:00 (weeks run Monday to Sunday), got {self.start} ({start.day_name()})")
+            raise ParameterError(f"--start must be a Monday at 00:00 (weeks run Monday to Sunday), got {self.start} ({start.day_name()})")
         for name in ("heating_share", "ev_share", "vacation_share"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {v}")
+                raise ParameterError(f"{name} must be in [0, 1], got {v}")
 
     @property
     def interval_min(self) -> int:
@@ -74,16 +76,16 @@ class IngestConfig:
 
     def validate(self) -> None:
         if self.fmt not in ("long", "lcl", "wide"):
-            raise ValueError(f"--format must be long, lcl or wide, got {self.fmt!r}")
+            raise ParameterError(f"--format must be long, lcl or wide, got {self.fmt!r}")
         if self.unit not in (None, "kwh", "wh", "kw"):
-            raise ValueError(f"--unit must be kwh, wh or kw, got {self.unit!r}")
+            raise ParameterError(f"--unit must be kwh, wh or kw, got {self.unit!r}")
         if self.resolution != "auto" and self.resolution not in RESOLUTIONS_MIN:
-            raise ValueError(f"--resolution must be auto, 15min, 30min or 60min, got {self.resolution!r}")
+            raise ParameterError(f"--resolution must be auto, 15min, 30min or 60min, got {self.resolution!r}")
         for flag, zone in (("--tz", self.tz), ("--source-tz", self.source_tz or self.tz)):
             try:
                 zoneinfo.ZoneInfo(zone)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"{flag} {zone!r} is not a known time zone; use an IANA name such as Europe/London or UTC") from None
+                raise ParameterError(f"{flag} {zone!r} is not a known time zone; use an IANA name such as Europe/London or UTC") from None
 
     @property
     def value_unit(self) -> str:
@@ -100,8 +102,8 @@ class CurvesConfig:
 
     def validate(self) -> None:
         if not self.group_sizes or min(self.group_sizes) < 1:
-            raise ValueError(f"--group-sizes must be positive integers, got {list(self.group_sizes)}")
+            raise ParameterError(f"--group-sizes must be positive integers, got {list(self.group_sizes)}")
         if self.draws < 1:
-            raise ValueError(f"--draws must be at least 1, got {self.draws}")
+            raise ParameterError(f"--draws must be at least 1, got {self.draws}")
         if not 0 <= self.max_missing < 1:
-            raise ValueError(f"--max-missing must be in [0, 1), got {self.max_missing}")
+            raise ParameterError(f"--max-missing must be in [0, 1), got {self.max_missing}")

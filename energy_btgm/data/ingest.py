@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from energy_btgm.errors import ParameterError
 from energy_btgm.data.readers import InputError, bucket_of, check_file, read_raw
 from energy_btgm.data.config import RESOLUTIONS_MIN, IngestConfig
 from energy_btgm.store import atomic_dir, atomic_write_parquet, atomic_write_text, code_version, replace_dir, sha256_file
@@ -379,7 +380,7 @@ def stage(sources: list[Path], store: Path, cfg: IngestConfig, partitions: int |
     for f in files:  # file-level errors before any work
         check_file(f, cfg.fmt, meter_col=cfg.meter_col, time_col=cfg.time_col, value_col=cfg.value_col, delimiter=cfg.delimiter)
     if partitions is not None and partitions < 1:
-        raise ValueError(f"--partitions must be at least 1, got {partitions}")
+        raise ParameterError(f"--partitions must be at least 1, got {partitions}")
     k = partitions or _auto_partitions(files)
     store = Path(store)
     store.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import torch
 
 import criteria
 from energy_btgm.core import BATCH
+from energy_btgm.errors import ParameterError
 from energy_btgm.estimate.estimators import df_admd, masses, rejection_estimates, weighted_estimates
 from energy_btgm.estimate.proposal import PROPOSAL_CONFIG, prepare_proposal, sample_proposal, score
 from energy_btgm.model.vae import Generator, load_model
@@ -102,7 +103,7 @@ def compare(
         raise ValueError(f"compare estimates upper quantiles; {criterion} is minimised - use its maximised form")
     for u in levels:
         if not 0 < u < 1:
-            raise ValueError(f"--levels must lie in (0, 1), got {u}")
+            raise ParameterError(f"--levels must lie in (0, 1), got {u}")
     cfg = cfg or PROPOSAL_CONFIG
     n_group = gen.meta["group_size"]
     curves_file = Path(gen.meta.get("curves_file", ""))

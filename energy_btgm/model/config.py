@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from energy_btgm.errors import ParameterError
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -29,12 +31,12 @@ class TrainConfig:
     def validate(self) -> None:
         for name in ("group_size", "latent_dim", "hidden", "blocks", "epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                raise ParameterError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.power <= 1:
-            raise ValueError(f"--power must be in (0, 1], got {self.power}")
+            raise ParameterError(f"--power must be in (0, 1], got {self.power}")
         if self.peak_weight < 0:
-            raise ValueError(f"--peak-weight must be 0 (off) or more, got {self.peak_weight}")
+            raise ParameterError(f"--peak-weight must be 0 (off) or more, got {self.peak_weight}")
         if self.prior_transforms < 0:
-            raise ValueError(f"--prior-transforms must be 0 or more, got {self.prior_transforms}")
+            raise ParameterError(f"--prior-transforms must be 0 or more, got {self.prior_transforms}")
         if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+            raise ParameterError(f"--device must be auto, cpu or cuda, got {self.device!r}")

@@ -23,15 +23,12 @@ import torch
 
 from energy_btgm.core import checkpoint
 from energy_btgm.data.curves import read_groups
+from energy_btgm.errors import TrainingError
 from energy_btgm.model.config import TrainConfig
 from energy_btgm.model.vae import VAE, Scaler, VAEConfig, save_model
 from energy_btgm.store import atomic_write_bytes, code_version, sha256_file
 
 MIN_TRAIN_CURVES = 64
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (diverged, bad data); the last good checkpoint is kept."""
 
 
 def kl_weight(epoch: int, warmup: int) -> float:

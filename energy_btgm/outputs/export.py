@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from energy_btgm import bank
+from energy_btgm.errors import ParameterError
 from energy_btgm.store import atomic_write_bytes, atomic_write_parquet
 
 FORMATS = ("long-csv", "wide-csv", "long-parquet")
@@ -27,10 +28,10 @@ def export(path: Path, out: Path, fmt: str = "long-csv", week_start: str = "2024
     ``week_start`` (a Monday, local time), each scenario on the same week.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise ParameterError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     start = pd.Timestamp(week_start)
     if start.day_of_week != 0:
-        raise ValueError(f"--week-start must be a Monday, got {week_start} ({start.day_name()})")
+        raise ParameterError(f"--week-start must be a Monday, got {week_start} ({start.day_name()})")
     df = bank.read(path)
     X = df.attrs["load_kw"]  # (N, T)
     N, T = X.shape

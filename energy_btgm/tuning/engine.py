@@ -25,6 +25,7 @@ import torch
 from energy_btgm.core import BATCH
 from energy_btgm.core.flow import LatentFlow, log_normal
 from energy_btgm.core.weights import tilted_moments
+from energy_btgm.errors import ParameterError
 
 KL_TOP_1PC = -math.log(0.01)  # 4.61 nats: the KL budget of the top 1 % (DESIGN.md), the default target
 
@@ -153,7 +154,7 @@ def tune(
     ``f_latent`` maps latents (B, Z) to the criterion to maximise (B,), differentiably.
     """
     if (target_kl is None) == (target_mean is None):
-        raise ValueError("give exactly one of target_kl and target_mean")
+        raise ParameterError("give exactly one of target_kl and target_mean")
     if target_kl is not None and target_kl <= 0:
         raise ValueError(f"the target KL must be positive, got {target_kl}")
     t0 = time.perf_counter()

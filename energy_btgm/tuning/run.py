@@ -23,6 +23,7 @@ from energy_btgm import bank
 from energy_btgm.core import BATCH, checkpoint
 from energy_btgm.core.flow import LatentFlow
 from energy_btgm.core.weights import ess_from_log
+from energy_btgm.errors import ParameterError
 from energy_btgm.model.vae import Generator, load_model
 from energy_btgm.store import atomic_dir, code_version, sha256_file
 from energy_btgm.tuning.engine import TuneConfig, tune
@@ -35,13 +36,13 @@ N_THEORY_Q = 100_000
 def resolve_target(top_fraction: float | None, target_kl: float | None, target_mean: float | None) -> dict:
     given = [x is not None for x in (top_fraction, target_kl, target_mean)]
     if sum(given) != 1:
-        raise ValueError("give exactly one of --top-fraction, --target-kl, --target-mean")
+        raise ParameterError("give exactly one of --top-fraction, --target-kl, --target-mean")
     if top_fraction is not None:
         if not 0 < top_fraction < 1:
-            raise ValueError(f"--top-fraction must be in (0, 1), got {top_fraction}")
+            raise ParameterError(f"--top-fraction must be in (0, 1), got {top_fraction}")
         return {"target_kl": -math.log(top_fraction), "top_fraction": top_fraction, "target_mean": None}
     if target_kl is not None and target_kl <= 0:
-        raise ValueError(f"--target-kl must be positive, got {target_kl}")
+        raise ParameterError(f"--target-kl must be positive, got {target_kl}")
     return {"target_kl": target_kl, "top_fraction": None, "target_mean": target_mean}
 
 
