@@ -72,10 +72,24 @@ def curves_task(store: str, reports: str, group_sizes: list[int], draws: int, se
 @task
 def train_task(store: str, group_size: int, epochs: int, seed: int, options: dict | None = None) -> str:
     """Train the VAE for one group size (``options``: other TrainConfig fields); returns the model directory."""
-    from energy_btgm.model.train import TrainConfig, train
+    from energy_btgm.model.train import train
 
-    cfg = TrainConfig(**{**(options or {}), "group_size": group_size, "epochs": epochs, "seed": seed})
-    return str(train(Path(store), cfg))
+    return str(train(Path(store), _train_config(group_size, epochs, seed, options)))
+
+
+def _train_config(group_size: int, epochs: int, seed: int, options: dict | None) -> TrainConfig:
+    return TrainConfig(**{**(options or {}), "group_size": group_size, "epochs": epochs, "seed": seed})
+
+
+def _tune_config(steps: int | None, seed: int):
+    """The tuning settings of a run with ``steps`` per β stage (None: the library's), as tune_criterion records them."""
+    import dataclasses
+
+    from energy_btgm.core import BATCH
+    from energy_btgm.tuning.engine import TuneConfig
+
+    cfg = TuneConfig() if steps is None else TuneConfig(steps=steps, n_norm=BATCH, n_eval=BATCH)
+    return dataclasses.replace(cfg, seed=seed)
 
 
 @task
@@ -90,11 +104,9 @@ def tune_task(
     n_bank: int,
 ) -> dict:
     """Tune a model toward a criterion; returns its summary."""
-    from energy_btgm.core import BATCH
-    from energy_btgm.tuning.engine import TuneConfig
     from energy_btgm.tuning.run import tune_criterion
 
-    cfg = TuneConfig() if steps is None else TuneConfig(steps=steps, n_norm=BATCH, n_eval=BATCH)
+    cfg = _tune_config(steps, seed)
     return tune_criterion(
         Path(store), criterion, Path(model), top_fraction=top_fraction, target_kl=target_kl, seed=seed, cfg=cfg, n_bank=n_bank
     )
@@ -147,27 +159,65 @@ def _fresh_readings(store: Path, sources: list[str], fmt: str, tz: str, source_t
     ) == sorted((str(f), sha256_file(f)) for f in files)
 
 
-def _fresh_curves(store: Path) -> bool:
+def _fresh_curves(store: Path, cfg: CurvesConfig) -> bool:
+    """The curves record the current readings manifest and were built with ``cfg`` (sizes, draws, seed, ...)."""
+    import dataclasses
+
     m = store / "curves" / "_manifest.json"
     r = store / "readings" / "_manifest.json"
-    return m.exists() and r.exists() and json.loads(m.read_text()).get("readings_manifest_sha256") == sha256_file(r)
+    if not (m.exists() and r.exists()):
+        return False
+    man = json.loads(m.read_text())
+    want = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as lists, as the manifest holds them
+    return man.get("readings_manifest_sha256") == sha256_file(r) and man.get("config") == want
 
 
-def _fresh_model(store: Path, n: int) -> bool:
+def _fresh_model(store: Path, n: int, cfg: TrainConfig | None = None) -> bool:
+    """The model records the current curves' checksum and was trained with ``cfg`` (every field but the device)."""
+    import dataclasses
+
     meta, curves = store / "models" / f"vae-n{n}" / "model.json", store / "curves" / f"groups-n{n}.parquet"
-    return meta.exists() and curves.exists() and json.loads(meta.read_text()).get("curves_sha256") == sha256_file(curves)
+    if not (meta.exists() and curves.exists()):
+        return False
+    doc = json.loads(meta.read_text())
+    want = {k: v for k, v in dataclasses.asdict(cfg or TrainConfig(group_size=n)).items() if k != "device"}
+    have = {k: v for k, v in doc.get("train_config", {}).items() if k != "device"}
+    return doc.get("curves_sha256") == sha256_file(curves) and have == want
 
 
-def _fresh_tune(store: Path, criterion: str, n: int) -> bool:
+def _fresh_tune(
+    store: Path,
+    criterion: str,
+    n: int,
+    top_fraction: float | None = 0.01,
+    seed: int = 0,
+    steps: int | None = None,
+    n_bank: int = 10_000,
+) -> bool:
+    """The tune records the current model's checksum and this run's target, seed, tuning settings and bank size."""
+    import dataclasses
+
     s, w = store / "tuned" / f"{criterion}-n{n}" / "summary.json", store / "models" / f"vae-n{n}" / "weights.pt"
-    return s.exists() and w.exists() and json.loads(s.read_text()).get("model_sha256") == sha256_file(w)
+    if not (s.exists() and w.exists()):
+        return False
+    doc = json.loads(s.read_text())
+    return (doc.get("model_sha256"), doc.get("top_fraction"), doc.get("seed"), doc.get("tune_config"), doc.get("n_bank")) == (
+        sha256_file(w),
+        top_fraction,
+        seed,
+        dataclasses.asdict(_tune_config(steps, seed)),
+        n_bank,
+    )
 
 
-def _fresh_compare(path: Path, model: Path, criterion: str, levels: list[float], seconds: float) -> bool:
+def _fresh_compare(
+    path: Path, model: Path, criterion: str, levels: list[float], seconds: float, reference_samples: int | None = None
+) -> bool:
     if not path.exists() or not (model / "weights.pt").exists():
         return False
     c = json.loads(path.read_text())
-    return (c.get("model_sha256"), c["criterion"], sorted(map(float, c["levels"])), c["seconds_budget"]) == (
+    same_reference = reference_samples is None or c.get("reference_samples") == reference_samples
+    return same_reference and (c.get("model_sha256"), c["criterion"], sorted(map(float, c["levels"])), c["seconds_budget"]) == (
         sha256_file(model / "weights.pt"),
         criterion,
         sorted(levels),
@@ -387,14 +437,17 @@ def scenario_pipeline(
 
     if sources and step("ingest", _fresh_readings(s, sources, fmt, tz, source_tz)):
         _ingest(sources, store, reports, fmt, tz, partitions, source_tz)
-    if step("curves", _fresh_curves(s) and all((s / "curves" / f"groups-n{n}.parquet").exists() for n in group_sizes)):
+    curves_cfg = CurvesConfig(group_sizes=tuple(group_sizes), draws=draws, seed=seed)
+    if step(
+        "curves", _fresh_curves(s, curves_cfg) and all((s / "curves" / f"groups-n{n}.parquet").exists() for n in group_sizes)
+    ):
         curves_task(store, reports, group_sizes, draws, seed)
     tunes = []
     for n in group_sizes:
-        if step(f"train vae-n{n}", _fresh_model(s, n)):
+        if step(f"train vae-n{n}", _fresh_model(s, n, _train_config(n, epochs, seed, train_options))):
             train_task(store, n, epochs, seed, train_options)
         for c in criteria_names:
-            if step(f"tune {c}-n{n}", _fresh_tune(s, c, n)):
+            if step(f"tune {c}-n{n}", _fresh_tune(s, c, n, top_fraction, seed, tune_steps, n_bank)):
                 tunes.append(
                     tune_task.submit(store, c, str(s / "models" / f"vae-n{n}"), top_fraction, None, seed, tune_steps, n_bank)
                 )
@@ -404,7 +457,7 @@ def scenario_pipeline(
     from energy_btgm.estimate.comparison import out_dir_for
 
     out = out_dir_for(Path(reports), "weekly-peak", group_sizes[0]) / "compare.json"
-    if step("compare", _fresh_compare(out, model, "weekly-peak", levels, compare_seconds)):
+    if step("compare", _fresh_compare(out, model, "weekly-peak", levels, compare_seconds, reference_samples)):
         _publish_quantiles(
             compare_task(store, reports, str(model), "weekly-peak", levels, compare_seconds, reference_samples, tune_steps)
         )

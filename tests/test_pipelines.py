@@ -215,28 +215,42 @@ def test_dask_task_runner_on_a_two_worker_local_cluster(prefect_env, tiny_model,
 
 def test_freshness_keys_follow_the_manifests(tiny_model, tmp_path):
     """scenario-pipeline skips a step when its output records the checksums of its current inputs."""
-    from energy_btgm.tuning.engine import TuneConfig
     from energy_btgm.tuning.run import tune_criterion
-    from pipelines.flows import _fresh_model, _fresh_tune
+    from pipelines.flows import _fresh_model, _fresh_tune, _train_config, _tune_config
+    from tests.conftest import TINY
 
     store = tmp_path / "store"
     shutil.copytree(tiny_model, store)
     shutil.rmtree(store / "tuned", ignore_errors=True)  # other tests may have tuned in the shared store
     tune_criterion(
-        store,
-        "weekly-energy",
-        store / "models" / "vae-n10",
-        target_kl=1.0,
-        cfg=TuneConfig(transforms=2, hidden=16, steps=20, n_norm=4096, n_eval=4096, max_iter=2),
-        n_bank=50,
+        store, "weekly-energy", store / "models" / "vae-n10", top_fraction=0.3, seed=0, cfg=_tune_config(10, 0), n_bank=50
     )
-    assert _fresh_model(store, 10) and _fresh_tune(store, "weekly-energy", 10)
-    assert not _fresh_tune(store, "wednesday-gap", 10)  # never tuned: must run
+    options = {k: v for k, v in TINY.items() if k not in ("group_size", "epochs", "seed")}
+    trained = _train_config(10, TINY["epochs"], 0, options)
+    tuned = dict(top_fraction=0.3, seed=0, steps=10, n_bank=50)
+    assert _fresh_model(store, 10, trained) and _fresh_tune(store, "weekly-energy", 10, **tuned)
+    assert not _fresh_tune(store, "wednesday-gap", 10, **tuned)  # never tuned: must run
+    # every parameter that changes the output makes it stale (the bug: another top fraction reused the old bank)
+    for change in (dict(top_fraction=0.01), dict(seed=1), dict(steps=None), dict(n_bank=51)):
+        assert not _fresh_tune(store, "weekly-energy", 10, **{**tuned, **change}), change
+    for change in (dict(epochs=TINY["epochs"] + 1), dict(seed=1), dict(options={**options, "peak_weight": 5.0})):
+        args = {"epochs": TINY["epochs"], "seed": 0, "options": options, **change}
+        assert not _fresh_model(store, 10, _train_config(10, args["epochs"], args["seed"], args["options"])), change
     with open(store / "curves" / "groups-n10.parquet", "ab") as fh:  # the curves changed: the model is stale
         fh.write(b"\0")
-    assert not _fresh_model(store, 10)
+    assert not _fresh_model(store, 10, trained)
     (store / "models" / "vae-n10" / "weights.pt").write_bytes(b"retrained")  # a new model: the tune is stale
-    assert not _fresh_tune(store, "weekly-energy", 10)
+    assert not _fresh_tune(store, "weekly-energy", 10, **tuned)
+
+
+def test_curves_are_stale_when_their_parameters_change(curves_store):
+    from energy_btgm.data.config import CurvesConfig
+    from pipelines.flows import _fresh_curves
+
+    built = CurvesConfig(group_sizes=(10,), draws=40, seed=0)  # as conftest built them
+    assert _fresh_curves(curves_store, built)
+    for change in (dict(draws=41), dict(seed=1), dict(group_sizes=(10, 100)), dict(max_missing=0.2)):
+        assert not _fresh_curves(curves_store, CurvesConfig(**{**vars(built), **change})), change
 
 
 def test_scenario_pipeline_rerun_after_a_failure_redoes_only_stale_steps(curves_store, tmp_path, monkeypatch):

@@ -138,6 +138,7 @@ def tune_criterion(
         "model": str(model_dir),
         "model_sha256": model_sha,
         "seed": seed,
+        "n_bank": n_bank,
         "tune_config": dataclasses.asdict(cfg),
         "code_version": code_version(),
         "run": run,
