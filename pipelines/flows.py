@@ -8,6 +8,7 @@ so a rerun after a failure redoes only what is missing or stale.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -83,8 +84,6 @@ def _train_config(group_size: int, epochs: int, seed: int, options: dict | None)
 
 def _tune_config(steps: int | None, seed: int):
     """The tuning settings of a run with ``steps`` per β stage (None: the library's), as tune_criterion records them."""
-    import dataclasses
-
     from energy_btgm.core import BATCH
     from energy_btgm.tuning.engine import TuneConfig
 
@@ -124,8 +123,6 @@ def compare_task(
     proposal_steps: int | None = None,
 ) -> str:
     """Rejection sampling vs BTGM at an equal budget (``proposal_steps``: the flow's steps per β stage)."""
-    import dataclasses
-
     from energy_btgm.estimate.comparison import compare, out_dir_for
     from energy_btgm.estimate.proposal import PROPOSAL_CONFIG
 
@@ -161,8 +158,6 @@ def _fresh_readings(store: Path, sources: list[str], fmt: str, tz: str, source_t
 
 def _fresh_curves(store: Path, cfg: CurvesConfig) -> bool:
     """The curves record the current readings manifest and were built with ``cfg`` (sizes, draws, seed, ...)."""
-    import dataclasses
-
     m = store / "curves" / "_manifest.json"
     r = store / "readings" / "_manifest.json"
     if not (m.exists() and r.exists()):
@@ -174,8 +169,6 @@ def _fresh_curves(store: Path, cfg: CurvesConfig) -> bool:
 
 def _fresh_model(store: Path, n: int, cfg: TrainConfig | None = None) -> bool:
     """The model records the current curves' checksum and was trained with ``cfg`` (every field but the device)."""
-    import dataclasses
-
     meta, curves = store / "models" / f"vae-n{n}" / "model.json", store / "curves" / f"groups-n{n}.parquet"
     if not (meta.exists() and curves.exists()):
         return False
@@ -195,8 +188,6 @@ def _fresh_tune(
     n_bank: int = 10_000,
 ) -> bool:
     """The tune records the current model's checksum and this run's target, seed, tuning settings and bank size."""
-    import dataclasses
-
     s, w = store / "tuned" / f"{criterion}-n{n}" / "summary.json", store / "models" / f"vae-n{n}" / "weights.pt"
     if not (s.exists() and w.exists()):
         return False

@@ -19,6 +19,7 @@ import torch
 from energy_btgm import bank
 from energy_btgm.core.figures import data_uri, new_figure, png_bytes
 from energy_btgm.core.html import render
+from energy_btgm.model.card import TARGETS_TEXT
 from energy_btgm.model.vae import load_model
 from energy_btgm.store import atomic_dir, code_version
 from energy_btgm.tuning.engine import KL_TOP_1PC
@@ -296,8 +297,6 @@ def build(store: Path, reports: Path, run: str = "latest") -> Path:
     store, reports = Path(store), Path(reports)
     summary: dict = {"run": run, "code_version": code_version(), "store": str(store)}
     tuned_table, tuned_sections, dfadmd = _tuned(store, summary)
-    from energy_btgm.model.card import TARGETS_TEXT
-
     page = render(
         TEMPLATE,
         card_targets=TARGETS_TEXT,
