@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from collections.abc import Callable
 
 import torch
@@ -100,16 +101,40 @@ REGISTRY: dict[str, Criterion] = {
 }
 
 
+ALLOW_ENV = "ENERGY_BTGM_CRITERIA_ALLOW"
+
+
+def allowed_modules() -> list[str]:
+    """The module prefixes a user criterion may be imported from: ``$ENERGY_BTGM_CRITERIA_ALLOW``, comma-separated.
+
+    Set by whoever runs the command or the serve process, never by a flow parameter: a deployment can be
+    run by anyone who reaches the Prefect API, and importing a module runs its code.
+    """
+    return [m.strip() for m in os.environ.get(ALLOW_ENV, "").split(",") if m.strip()]
+
+
 def get(name: str) -> Criterion:
-    """A registered criterion by name, or a user's function by import path ``package.module:function``."""
+    """A registered criterion by name, or a user's function by import path ``package.module:function`` whose
+    module is on the allow-list (``allowed_modules``). Nothing is evaluated from text; a path outside the
+    list is refused before anything is imported."""
     if name in REGISTRY:
         return REGISTRY[name]
     if ":" in name:
         mod, _, attr = name.partition(":")
+        if not (mod.replace(".", "").replace("_", "").isalnum() and attr.isidentifier()):
+            raise KeyError(f"criterion {name!r} is not an import path package.module:function")
+        allowed = allowed_modules()
+        if not any(mod == a or mod.startswith(a + ".") for a in allowed):
+            raise KeyError(
+                f"criterion {name!r}: module {mod!r} is not on the allow-list ({', '.join(allowed) or 'empty'}); "
+                f"add it to ${ALLOW_ENV} (comma-separated module prefixes) in the environment that runs the command"
+            )
         try:
             fn = getattr(importlib.import_module(mod), attr)
         except (ImportError, AttributeError) as e:
             raise KeyError(f"cannot import criterion {name!r}: {e}") from None
+        if not callable(fn):
+            raise KeyError(f"criterion {name!r} is not a function")
         return Criterion(
             name, fn, getattr(fn, "unit", "?"), getattr(fn, "direction", +1), (fn.__doc__ or name).strip().splitlines()[0]
         )

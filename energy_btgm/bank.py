@@ -107,9 +107,33 @@ def write(table: pa.Table, dest: Path, *, model: Path, model_sha256: str, seed: 
         "seed": str(seed),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    check_finite(table, dest)
     table = table.replace_schema_metadata({k: str(v).encode() for k, v in doc.items()})
     validate(table)
     return atomic_write_parquet(Path(dest), table)
+
+
+def check_finite(table: pa.Table, dest: Path) -> None:
+    """Refuse a bank with NaN or inf in any numeric column (curves included), naming the column and rows."""
+    for name in table.column_names:
+        col = table.column(name).combine_chunks()
+        if pa.types.is_fixed_size_list(col.type):
+            col = col.flatten()
+            rows_of = table.schema.field(name).type.list_size
+        else:
+            rows_of = 1
+        if not pa.types.is_floating(col.type):
+            continue
+        values = col.to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(~np.isfinite(values)) // rows_of
+        if len(bad):
+            rows = np.unique(bad)
+            raise ValueError(
+                f"bank {dest}: column {name!r} is NaN or infinite in {len(rows)} of {table.num_rows} rows "
+                f"(first: row {int(rows[0])}); nothing was written. The step that produced it diverged "
+                "(for tuned banks: importance weights overflow when the flow strays far from p; tune with "
+                "a smaller --top-fraction or more --steps)"
+            )
 
 
 def validate(table: pa.Table) -> dict:

@@ -13,13 +13,14 @@ import argparse
 import dataclasses
 import json
 import sys
+import uuid
 from pathlib import Path
 
 from energy_btgm import __version__
 from energy_btgm.data.config import CurvesConfig, IngestConfig, SynthConfig
 from energy_btgm.errors import EXPECTED, ParameterError
 from energy_btgm.model.config import TrainConfig
-from energy_btgm.store import STORE_ENV, store_root
+from energy_btgm.store import STORE_ENV, atomic_write_text, store_lock, store_root
 
 # the subcommands whose options are fields of a config dataclass: their defaults are read from it
 CONFIGS = {"synth": SynthConfig, "ingest": IngestConfig, "curves": CurvesConfig, "train": TrainConfig}
@@ -102,7 +103,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         stats = describe(path, seed=args.seed)
         print(format_check(stats))
         if args.json:
-            Path(args.json).write_text(json.dumps(stats, indent=2))
+            atomic_write_text(Path(args.json), json.dumps(stats, indent=2))
         bad = [r[0] for r in check(stats) if not r[-1]]
         print(f"{len(bad)} statistic(s) out of range: {', '.join(bad)}" if bad else "all statistics in range")
         return 1 if bad else 0
@@ -443,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     _option(p, IngestConfig, "delimiter", help="CSV delimiter", default_text="',' or ';' for wide")
     _option(p, IngestConfig, "max_kwh_per_30min", help="plausibility bound, scaled by the interval")
     _option(p, IngestConfig, "max_gap_h", help="fill gaps up to this many hours linearly")
+    _option(
+        p,
+        IngestConfig,
+        "stuck_hours",
+        help="quarantine a meter's run of zeros or of one repeated value longer than this (stuck_zero, stuck_constant; 0: off)",
+    )
     p.add_argument(
         "--partitions",
         type=int,
@@ -628,6 +635,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# the commands that write into the store or the reports: one at a time per store (``store_lock``)
+WRITERS = {"synth", "ingest", "curves", "train", "tune", "assess", "compare", "report"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -635,6 +646,9 @@ def main(argv: list[str] | None = None) -> int:
         args.top_fraction = 0.01
     step = f"energy-btgm {args.command}"
     try:
+        if args.command in WRITERS and not getattr(args, "describe", None):
+            with store_lock(store_root(args.store), run_id=uuid.uuid4().hex[:12], command=step):
+                return args.func(args)
         return args.func(args)
     except KeyboardInterrupt:
         print(f"{step}: interrupted; outputs are written atomically, so nothing half-written is left", file=sys.stderr)

@@ -18,5 +18,23 @@ class TrainingError(RuntimeError):
     """Training cannot go on (diverged, bad data); the last good checkpoint is kept."""
 
 
+class TuningError(RuntimeError):
+    """The β search cannot go on: a quantity diverged (loss, gradient, KL); the message says which and what to try."""
+
+
+class WriteError(OSError):
+    """An output could not be written (disk full, read-only or forbidden location); names the path and the fix.
+
+    The previous output at that path is untouched: writes go to a temporary sibling and are renamed.
+    """
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+class StoreBusy(RuntimeError):
+    """Another run holds the store's lock; the message says since when, its run id and process."""
+
+
 # what a step raises on purpose about the data or the store (exit code 1, no traceback)
-EXPECTED = (ValueError, OSError, TrainingError)
+EXPECTED = (ValueError, OSError, TrainingError, TuningError, StoreBusy)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -19,13 +20,23 @@ from energy_btgm.data.config import CurvesConfig, IngestConfig
 from energy_btgm.model.config import TrainConfig
 from energy_btgm.store import sha256_file
 
+BIND_ENV = "ENERGY_BTGM_BIND_HOST"  # the address a local Dask cluster listens on (default 127.0.0.1)
+
 # flow parameters that are config fields take their defaults from the config dataclasses (one place)
 _GROUP_SIZES = list(CurvesConfig.group_sizes)
 
 # --- tasks: one library call each -------------------------------------------------------------
 
 
-@task(retries=2, retry_delay_seconds=5)
+def _transient(task, task_run, state) -> bool:
+    """Retry only what may pass on a second try: a bad file, a bad parameter or a diverged fit fails at once."""
+    from energy_btgm.errors import StoreBusy, TrainingError, TuningError
+
+    exc = state.data if isinstance(state.data, BaseException) else None
+    return not isinstance(exc, (ValueError, KeyError, TrainingError, TuningError, StoreBusy))
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
 def stage_task(sources: list[str], store: str, fmt: str, tz: str, partitions: int | None, source_tz: str | None = None) -> dict:
     """Read the meter files and spill their rows into partitions of households; returns the plan."""
     from energy_btgm.data.ingest import IngestConfig, stage
@@ -37,7 +48,7 @@ def stage_task(sources: list[str], store: str, fmt: str, tz: str, partitions: in
     return plan
 
 
-@task(retries=2, retry_delay_seconds=5)
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
 def clean_partition_task(staging: str, partition: str) -> dict:
     """Clean and validate one partition of households (a separate task each, so they fan out)."""
     from energy_btgm.data.ingest import clean_partition
@@ -45,7 +56,7 @@ def clean_partition_task(staging: str, partition: str) -> dict:
     return clean_partition(Path(staging), partition)
 
 
-@task(retries=2, retry_delay_seconds=5)
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
 def finish_ingest_task(staging: str, store: str, reports: str) -> str:
     """Gather the partitions into <store>/readings; returns the manifest path."""
     from energy_btgm.data.ingest import finish
@@ -61,7 +72,7 @@ def finish_ingest_task(staging: str, store: str, reports: str) -> str:
     return str(Path(store) / "readings" / "_manifest.json")
 
 
-@task(retries=2, retry_delay_seconds=5)
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
 def curves_task(store: str, reports: str, group_sizes: list[int], draws: int, seed: int) -> str:
     """Build household and group weekly curves; returns the manifest path."""
     from energy_btgm.data.curves import CurvesConfig, build
@@ -124,19 +135,39 @@ def compare_task(
 ) -> str:
     """Rejection sampling vs BTGM at an equal budget (``proposal_steps``: the flow's steps per β stage)."""
     from energy_btgm.estimate.comparison import compare, out_dir_for
-    from energy_btgm.estimate.proposal import PROPOSAL_CONFIG
 
-    cfg = PROPOSAL_CONFIG if proposal_steps is None else dataclasses.replace(PROPOSAL_CONFIG, steps=proposal_steps)
+    cfg = _proposal_config(proposal_steps)
     out = out_dir_for(Path(reports), criterion, json.loads((Path(model) / "model.json").read_text())["group_size"])
     compare(Path(model), criterion, levels, seconds, out, Path(store) / "reference", n_reference=reference_samples, cfg=cfg)
     return str(out / "compare.json")
 
 
-@task(retries=2, retry_delay_seconds=5)
+def _proposal_config(steps: int | None):
+    """The comparison's proposal settings with ``steps`` per β stage (None: the library's)."""
+    from energy_btgm.estimate.proposal import PROPOSAL_CONFIG
+
+    return PROPOSAL_CONFIG if steps is None else dataclasses.replace(PROPOSAL_CONFIG, steps=steps)
+
+
+@task(retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
 def report_task(store: str, reports: str, run: str) -> str:
     from energy_btgm.outputs.report import build
 
     return str(build(Path(store), Path(reports), run=run))
+
+
+def _lock(flow_name: str, store: str, **paths):
+    """Check that every path parameter stays inside the allowed roots, then take the store's lock for this
+    flow run: a second run on the same store stops with who holds it."""
+    from prefect.runtime import flow_run
+
+    from energy_btgm.store import confine, store_lock
+
+    for what, value in {"store": store, **paths}.items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None:
+                confine(v, what)
+    return store_lock(Path(store), run_id=str(flow_run.id or ""), command=f"flow {flow_name}")
 
 
 # --- freshness: the manifests are the cache keys -----------------------------------------------
@@ -150,10 +181,10 @@ def _fresh_readings(store: Path, sources: list[str], fmt: str, tz: str, source_t
         return False
     man = json.loads(m.read_text())
     files = resolve_sources([Path(x) for x in sources])
-    config = man["config"]
-    return (config["fmt"], config["tz"], config.get("source_tz")) == (fmt, tz, source_tz) and sorted(
-        (x["path"], x["sha256"]) for x in man["sources"]
-    ) == sorted((str(f), sha256_file(f)) for f in files)
+    want = dataclasses.asdict(IngestConfig(fmt=fmt, tz=tz, source_tz=source_tz))  # every field, defaults included
+    return man["config"] == want and sorted((x["path"], x["sha256"]) for x in man["sources"]) == sorted(
+        (str(f), sha256_file(f)) for f in files
+    )
 
 
 def _fresh_curves(store: Path, cfg: CurvesConfig) -> bool:
@@ -202,18 +233,24 @@ def _fresh_tune(
 
 
 def _fresh_compare(
-    path: Path, model: Path, criterion: str, levels: list[float], seconds: float, reference_samples: int | None = None
+    path: Path,
+    model: Path,
+    criterion: str,
+    levels: list[float],
+    seconds: float,
+    reference_samples: int | None = None,
+    proposal_steps: int | None = None,
 ) -> bool:
+    """The comparison records the current model's checksum, the criterion, levels, budget, reference size and
+    proposal settings."""
     if not path.exists() or not (model / "weights.pt").exists():
         return False
     c = json.loads(path.read_text())
     same_reference = reference_samples is None or c.get("reference_samples") == reference_samples
-    return same_reference and (c.get("model_sha256"), c["criterion"], sorted(map(float, c["levels"])), c["seconds_budget"]) == (
-        sha256_file(model / "weights.pt"),
-        criterion,
-        sorted(levels),
-        seconds,
-    )
+    same_proposal = c.get("proposal_config") == dataclasses.asdict(_proposal_config(proposal_steps))
+    have = (c.get("model_sha256"), c["criterion"], sorted(map(float, c["levels"])), c["seconds_budget"])
+    want = (sha256_file(model / "weights.pt"), criterion, sorted(levels), seconds)
+    return same_reference and same_proposal and have == want
 
 
 def _publish(summary: dict, report: str | None) -> None:
@@ -249,7 +286,8 @@ def ingest_meters(
     source_tz: str | None = IngestConfig.source_tz,
 ) -> str:
     """Read → clean each partition of households as its own task (on the flow's task runner) → gather."""
-    return _ingest(sources, store, reports, fmt, tz, partitions, source_tz)
+    with _lock("ingest-meters", store, reports=reports, sources=sources):
+        return _ingest(sources, store, reports, fmt, tz, partitions, source_tz)
 
 
 def _ingest(sources, store, reports, fmt, tz, partitions, source_tz=None) -> str:
@@ -268,7 +306,8 @@ def build_curves(
     draws: int = CurvesConfig.draws,
     seed: int = CurvesConfig.seed,
 ) -> str:
-    return curves_task(store, reports, group_sizes, draws, seed)
+    with _lock("build-curves", store, reports=reports):
+        return curves_task(store, reports, group_sizes, draws, seed)
 
 
 @flow(name="train-vae")
@@ -279,7 +318,8 @@ def train_vae(
     seed: int = TrainConfig.seed,
     options: dict | None = None,
 ) -> str:
-    return train_task(store, group_size, epochs, seed, options)
+    with _lock("train-vae", store):
+        return train_task(store, group_size, epochs, seed, options)
 
 
 @flow(name="btgm-tune")
@@ -299,21 +339,22 @@ def btgm_tune(
     """Tune the store's model for ``group_size`` (or ``model``) toward ``criterion``; publish the numbers."""
     from energy_btgm.model.train import latest_model
 
-    if target_kl is not None:
-        top_fraction = None
-    model_dir = model or str(latest_model(Path(store), group_size))
-    summary = tune_task(store, criterion, model_dir, top_fraction, target_kl, seed, steps, n_bank)
-    report_path = report_task(store, reports, "latest") if report else None
-    _publish(summary, report_path)
-    get_run_logger().info(
-        "%s: beta %.3f, KL %.3f, Pareto efficiency %.3f; report %s",
-        criterion,
-        summary["beta"],
-        summary["kl"],
-        summary["pareto_efficiency"],
-        report_path,
-    )
-    return summary
+    with _lock("btgm-tune", store, reports=reports, model=model):
+        if target_kl is not None:
+            top_fraction = None
+        model_dir = model or str(latest_model(Path(store), group_size))
+        summary = tune_task(store, criterion, model_dir, top_fraction, target_kl, seed, steps, n_bank)
+        report_path = report_task(store, reports, "latest") if report else None
+        _publish(summary, report_path)
+        get_run_logger().info(
+            "%s: beta %.3f, KL %.3f, Pareto efficiency %.3f; report %s",
+            criterion,
+            summary["beta"],
+            summary["kl"],
+            summary["pareto_efficiency"],
+            report_path,
+        )
+        return summary
 
 
 @flow(name="compare")
@@ -328,9 +369,12 @@ def compare_flow(
 ) -> str:
     from energy_btgm.model.train import latest_model
 
-    path = compare_task(store, reports, str(latest_model(Path(store), group_size)), criterion, levels, seconds, reference_samples)
-    _publish_quantiles(path)
-    return path
+    with _lock("compare", store, reports=reports):
+        path = compare_task(
+            store, reports, str(latest_model(Path(store), group_size)), criterion, levels, seconds, reference_samples
+        )
+        _publish_quantiles(path)
+        return path
 
 
 def _publish_quantiles(path: str) -> None:
@@ -366,15 +410,16 @@ def tune_all(
     """Tune every criterion for every group size: one task each, fanned out on the flow's task runner."""
     from energy_btgm.model.train import latest_model
 
-    futures = [
-        tune_task.submit(store, c, str(latest_model(Path(store), n)), top_fraction, None, seed, steps, n_bank)
-        for n in group_sizes
-        for c in criteria_names
-    ]
-    summaries = [f.result() for f in futures]
-    for s in summaries:
-        _publish(s, None)
-    return [s["flow_dir"] for s in summaries]
+    with _lock("tune-all", store):
+        futures = [
+            tune_task.submit(store, c, str(latest_model(Path(store), n)), top_fraction, None, seed, steps, n_bank)
+            for n in group_sizes
+            for c in criteria_names
+        ]
+        summaries = [f.result() for f in futures]
+        for s in summaries:
+            _publish(s, None)
+        return [s["flow_dir"] for s in summaries]
 
 
 def with_task_runner(flow_obj, task_runner: str = "thread", dask_address: str | None = None, n_workers: int = 2):
@@ -385,11 +430,10 @@ def with_task_runner(flow_obj, task_runner: str = "thread", dask_address: str | 
         raise ValueError(f"--task-runner must be thread or dask, got {task_runner!r}")
     from prefect_dask import DaskTaskRunner
 
-    runner = (
-        DaskTaskRunner(address=dask_address)
-        if dask_address
-        else DaskTaskRunner(cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1, "processes": True})
-    )
+    host = os.environ.get(BIND_ENV, "127.0.0.1")  # the local cluster listens on loopback only unless configured
+    cluster = {"n_workers": n_workers, "threads_per_worker": 1, "processes": True, "host": host}
+    cluster["dashboard_address"] = f"{host}:8787"  # dask's default dashboard listens on every interface
+    runner = DaskTaskRunner(address=dask_address) if dask_address else DaskTaskRunner(cluster_kwargs=cluster)
     return flow_obj.with_options(task_runner=runner)
 
 
@@ -413,50 +457,58 @@ def scenario_pipeline(
     seed: int = 0,
     compare_seconds: float = 60.0,
     reference_samples: int = 2_000_000,
+    dry_run: bool = False,
 ) -> dict:
     """ingest → curves → train → tune → compare → report; a step runs only when its output is missing or stale
-    (its manifest does not record the current inputs' checksums and config), so a rerun after a failure
-    redoes only what failed and what depends on it. Returns the report path and which steps ran or were skipped."""
-    log = get_run_logger()
-    s = Path(store)
-    ran, skipped = [], []
+    (its manifest does not record the current inputs' checksums and every parameter that changes it) or a step
+    it depends on runs, so a rerun after a failure or a change redoes only what is affected. Returns the report
+    path and which steps ran or were skipped; ``dry_run`` says which would run, and runs nothing."""
+    with _lock("scenario-pipeline", store, reports=reports, sources=sources):
+        log = get_run_logger()
+        s = Path(store)
+        ran, skipped = [], []
 
-    def step(name: str, fresh: bool) -> bool:
-        (skipped if fresh else ran).append(name)
-        log.info("%s: %s", name, "up to date with its inputs, skipped" if fresh else "runs")
-        return not fresh
+        def step(name: str, fresh: bool, after: tuple[str, ...] = ()) -> bool:
+            """Whether ``name`` runs: its output is stale, or a step it depends on (``after``) runs."""
+            fresh = fresh and not any(a in ran for a in after)
+            (skipped if fresh else ran).append(name)
+            log.info("%s: %s", name, "up to date with its inputs, skipped" if fresh else "would run" if dry_run else "runs")
+            return not fresh and not dry_run
 
-    if sources and step("ingest", _fresh_readings(s, sources, fmt, tz, source_tz)):
-        _ingest(sources, store, reports, fmt, tz, partitions, source_tz)
-    curves_cfg = CurvesConfig(group_sizes=tuple(group_sizes), draws=draws, seed=seed)
-    if step(
-        "curves", _fresh_curves(s, curves_cfg) and all((s / "curves" / f"groups-n{n}.parquet").exists() for n in group_sizes)
-    ):
-        curves_task(store, reports, group_sizes, draws, seed)
-    tunes = []
-    for n in group_sizes:
-        if step(f"train vae-n{n}", _fresh_model(s, n, _train_config(n, epochs, seed, train_options))):
-            train_task(store, n, epochs, seed, train_options)
-        for c in criteria_names:
-            if step(f"tune {c}-n{n}", _fresh_tune(s, c, n, top_fraction, seed, tune_steps, n_bank)):
-                tunes.append(
-                    tune_task.submit(store, c, str(s / "models" / f"vae-n{n}"), top_fraction, None, seed, tune_steps, n_bank)
-                )
-    for t in tunes:
-        _publish(t.result(), None)
-    model, levels = s / "models" / f"vae-n{group_sizes[0]}", [0.99, 0.999, 0.9999]
-    from energy_btgm.estimate.comparison import out_dir_for
+        if sources and step("ingest", _fresh_readings(s, sources, fmt, tz, source_tz)):
+            _ingest(sources, store, reports, fmt, tz, partitions, source_tz)
+        curves_cfg = CurvesConfig(group_sizes=tuple(group_sizes), draws=draws, seed=seed)
+        curves_there = all((s / "curves" / f"groups-n{n}.parquet").exists() for n in group_sizes)
+        if step("curves", _fresh_curves(s, curves_cfg) and curves_there, after=("ingest",)):
+            curves_task(store, reports, group_sizes, draws, seed)
+        tunes = []
+        for n in group_sizes:
+            if step(f"train vae-n{n}", _fresh_model(s, n, _train_config(n, epochs, seed, train_options)), after=("curves",)):
+                train_task(store, n, epochs, seed, train_options)
+            for c in criteria_names:
+                fresh = _fresh_tune(s, c, n, top_fraction, seed, tune_steps, n_bank)
+                if step(f"tune {c}-n{n}", fresh, after=(f"train vae-n{n}",)):
+                    tunes.append(
+                        tune_task.submit(store, c, str(s / "models" / f"vae-n{n}"), top_fraction, None, seed, tune_steps, n_bank)
+                    )
+        for t in tunes:
+            _publish(t.result(), None)
+        model, levels = s / "models" / f"vae-n{group_sizes[0]}", [0.99, 0.999, 0.9999]
+        from energy_btgm.estimate.comparison import out_dir_for
 
-    out = out_dir_for(Path(reports), "weekly-peak", group_sizes[0]) / "compare.json"
-    if step("compare", _fresh_compare(out, model, "weekly-peak", levels, compare_seconds, reference_samples)):
-        _publish_quantiles(
-            compare_task(store, reports, str(model), "weekly-peak", levels, compare_seconds, reference_samples, tune_steps)
+        out = out_dir_for(Path(reports), "weekly-peak", group_sizes[0]) / "compare.json"
+        fresh = _fresh_compare(out, model, "weekly-peak", levels, compare_seconds, reference_samples, tune_steps)
+        if step("compare", fresh, after=(f"train vae-n{group_sizes[0]}",)):
+            _publish_quantiles(
+                compare_task(store, reports, str(model), "weekly-peak", levels, compare_seconds, reference_samples, tune_steps)
+            )
+        if dry_run:
+            return {"report": None, "ran": ran, "skipped": skipped, "dry_run": True}
+        report = report_task(store, reports, "latest")
+        create_markdown_artifact(
+            markdown=f"### scenario-pipeline\n\nRan: {', '.join(ran) or '-'}  \n"
+            f"Skipped (up to date): {', '.join(skipped) or '-'}  \nReport: `{report}`",
+            key="scenario-pipeline",
+            description="steps run and the report",
         )
-    report = report_task(store, reports, "latest")
-    create_markdown_artifact(
-        markdown=f"### scenario-pipeline\n\nRan: {', '.join(ran) or '-'}  \n"
-        f"Skipped (up to date): {', '.join(skipped) or '-'}  \nReport: `{report}`",
-        key="scenario-pipeline",
-        description="steps run and the report",
-    )
-    return {"report": report, "ran": ran, "skipped": skipped}
+        return {"report": report, "ran": ran, "skipped": skipped}

@@ -2,6 +2,7 @@
 
     python -m pipelines.run tune-all --store data --group-sizes 10 100 --task-runner dask [--dask-address tcp://HOST:PORT]
     python -m pipelines.run scenario-pipeline --task-runner dask
+    python -m pipelines.run scenario-pipeline --sources data/raw/synthetic/readings --dry-run   # what is stale
     python -m pipelines.run ingest-meters --sources data/raw/synthetic/readings --partitions 8 --task-runner dask
 
 With ``--task-runner dask`` the per-partition ingest tasks and the per-criterion and per-group-size tasks go to the Dask
@@ -42,6 +43,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="tune: gradient steps per β stage (default: the library's)")
     ap.add_argument("--n-bank", type=int, default=10_000)
     ap.add_argument("--compare-seconds", type=float, default=60.0, help="scenario-pipeline: budget per method and level")
+    ap.add_argument(
+        "--dry-run", action="store_true", help="scenario-pipeline: list the steps that are stale and would run; run nothing"
+    )
     ap.add_argument("--task-runner", default="thread", choices=["thread", "dask"])
     ap.add_argument("--dask-address", default=None, metavar="tcp://HOST:PORT")
     ap.add_argument("--workers", type=int, default=2, help="local Dask cluster size when no address is given")
@@ -75,6 +79,7 @@ def main(argv=None) -> int:
             tune_steps=a.steps,
             n_bank=a.n_bank,
             compare_seconds=a.compare_seconds,
+            dry_run=a.dry_run,
         )
     print(out)
     return 0

@@ -1,3 +1,4 @@
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -5,6 +6,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def flow_roots(tmp_path_factory):
+    """Flows may use paths under pytest's temporary folders and the checkout (ENERGY_BTGM_ROOTS), as an
+    operator would allow the store and reports folders; subprocesses inherit it."""
+    from energy_btgm.store import ROOTS_ENV
+
+    os.environ[ROOTS_ENV] = os.pathsep.join([str(tmp_path_factory.getbasetemp().resolve()), str(ROOT)])
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +38,28 @@ def year_data(tmp_path_factory):
 
 
 TINY = dict(group_size=10, latent_dim=4, hidden=16, epochs=4, batch_size=32, kl_warmup_epochs=2, patience=50, prior_steps=50)
+
+
+def tiny_pipeline(curves_store: Path, out: Path, **overrides) -> dict:
+    """scenario-pipeline parameters for a tiny run: the conftest households, a store and reports under ``out``."""
+    return (
+        dict(
+            sources=[str(curves_store / "raw" / "synthetic" / "readings")],
+            store=str(out / "store"),
+            reports=str(out / "reports"),
+            partitions=2,
+            group_sizes=[10],
+            criteria_names=["weekly-energy"],
+            draws=40,
+            epochs=TINY["epochs"],
+            train_options={k: v for k, v in TINY.items() if k not in ("group_size", "epochs")},
+            tune_steps=20,
+            n_bank=200,
+            compare_seconds=2.0,
+            reference_samples=20_000,
+        )
+        | overrides
+    )
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,8 @@ def test_minimise_flips_sign_for_training():
     assert torch.allclose(criteria.get("mae-flatness-min").train(x), -criteria.mae_flatness(x))
 
 
-def test_user_criterion_by_import_path_and_rejections():
+def test_user_criterion_by_import_path_and_rejections(monkeypatch):
+    monkeypatch.setenv(criteria.ALLOW_ENV, "criteria, no_such_module_xyz")
     c = criteria.get("criteria:weekly_energy")
     assert c.name == "criteria:weekly_energy"
     with pytest.raises(KeyError, match="unknown criterion 'nope'"):
@@ -56,3 +57,25 @@ def test_user_criterion_by_import_path_and_rejections():
     flat = criteria.Criterion("flat", lambda x: x.sum(-1).detach().round(), "kW", 1, "d")
     with pytest.raises(ValueError, match="no usable gradient"):
         criteria.check(flat)
+
+
+def test_a_user_criterion_outside_the_allow_list_is_refused_before_import(monkeypatch, tmp_path):
+    """Importing runs a module's code: only modules the operator allows are imported, and text is never evaluated."""
+    import sys
+
+    marker = tmp_path / "ran"
+    (tmp_path / "planted_mod.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef f(x):\n    return x.sum(-1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv(criteria.ALLOW_ENV, raising=False)
+    for name in ("planted_mod:f", "os:system", "criteria:weekly_energy"):
+        with pytest.raises(KeyError, match="not on the allow-list"):
+            criteria.get(name)
+    for text in ("__import__('os').system('true')", "planted_mod:f; import os", "planted_mod:f()"):
+        with pytest.raises(KeyError):
+            criteria.get(text)
+    assert not marker.exists() and "planted_mod" not in sys.modules
+    monkeypatch.setenv(criteria.ALLOW_ENV, "planted_mod")
+    assert criteria.get("planted_mod:f")(torch.ones(2, 336)).tolist() == [336.0, 336.0] and marker.exists()
+    monkeypatch.setenv(criteria.ALLOW_ENV, "planted")  # a prefix of the name is not its package
+    with pytest.raises(KeyError, match="not on the allow-list"):
+        criteria.get("planted_mod:f")

@@ -3,6 +3,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from energy_btgm.data.ingest import IngestConfig, ingest
 from energy_btgm.data.readers import InputError
@@ -83,6 +85,7 @@ def test_bad_files_give_clear_errors(tmp_path, name, message):
         ("malformed_row.csv", {"malformed_row": 1}),
         ("resolution_change.csv", {"resolution_change": 96}),
         ("unsorted.csv", {}),
+        ("stuck_meters.csv", {"stuck_zero": 52, "stuck_constant": 50}),  # M3's 20 h of zeros stay (under 24 h)
     ],
 )
 def test_bad_rows_are_quarantined_with_reason_and_line(tmp_path, name, reasons):
@@ -216,3 +219,55 @@ def test_partitions_staged_as_separate_steps_give_the_same_readings(tmp_path):
     pd.testing.assert_frame_equal(a, b)
     qa, qb = (pd.read_parquet(m["quarantine_file"]).sort_values(["source_file", "line"], ignore_index=True) for m in (one, many))
     pd.testing.assert_frame_equal(qa, qb)
+
+
+def test_stuck_meters_are_flagged_with_their_span_and_the_check_can_be_turned_off(tmp_path):
+    m, r, q = run(tmp_path, ["bad/stuck_meters.csv"])
+    reasons = sorted(set(q["reason"]))
+    assert reasons == [
+        "stuck_constant: meter M2 reads 0.25 kWh for 25.0 h (over --stuck-hours 24)",
+        "stuck_zero: meter M1 reads 0 for 26.0 h (over --stuck-hours 24)",
+    ]
+    c = m["counts"]
+    assert c["rows_in"] == 432 == c["rows_kept"] + c["rows_quarantined"] and c["rows_quarantined"] == 102
+    assert (r[r["meter_id"] == "M3"]["kwh"] == 0).sum() == 40
+    m, r, q = run(tmp_path / "off", ["bad/stuck_meters.csv"], stuck_hours=0)
+    assert m["counts"]["rows_quarantined"] == 0 and len(q) == 0
+
+
+# --- property: malformed CSV never loses a row --------------------------------------------------------------
+
+GRID = [t.strftime("%Y-%m-%d %H:%M:%S") for t in pd.date_range("2023-01-02", periods=96, freq="30min")]
+_field_text = st.text(alphabet="ab1.-:, \"'é;\t", max_size=8)
+_timestamp = st.one_of(
+    st.sampled_from(GRID),
+    st.sampled_from(["2023-01-02 00:07:00", "2023-02-30 10:00:00", "yesterday", "", "2023-01-02T00:30:00+01:00"]),
+    _field_text,
+)
+_value = st.one_of(
+    st.floats(-10, 300, allow_nan=False).map(lambda v: f"{v:.3f}"),
+    st.sampled_from(["", "NaN", "Null", "inf", "-0.4", "1e9", "0", "abc", " 0.25 "]),
+    _field_text,
+)
+_row = st.tuples(st.sampled_from(["M1", "M2", "M3"]) | _field_text, _timestamp, _value, st.integers(-1, 2)).map(
+    lambda r: list(r[:3])[: 3 + min(r[3], 0)] + ["x"] * max(r[3], 0)  # -1: a field short, 1-2: extra fields
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(_row, min_size=1, max_size=40))
+def test_malformed_csv_rows_in_equal_kept_plus_quarantined(tmp_path_factory, rows):
+    """Generated rows with bad fields, bad timestamps, bad values, missing and extra fields: ingest either stops
+    with an error naming the file, or accounts for every data line as kept or quarantined."""
+    out = tmp_path_factory.mktemp("prop")
+    src = out / "meters.csv"
+    src.write_text("meter_id,timestamp,kwh\n" + "".join(",".join(r) + "\n" for r in rows), encoding="utf-8")
+    cfg = IngestConfig(tz="Europe/Paris")
+    try:
+        m = ingest([src], out / "store", cfg, reports=out / "reports", validate=False)
+    except (InputError, ValueError) as e:
+        assert "meters.csv" in str(e) or "no readings" in str(e).lower(), str(e)
+        return
+    c = m["counts"]
+    assert c["rows_in"] == len(rows) == c["rows_kept"] + c["rows_quarantined"], c
+    assert len(pd.read_parquet(m["quarantine_file"])) == c["rows_quarantined"]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.listening import LOOPBACK, listening
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -71,6 +73,7 @@ def prefect_env(tmp_path):
     )
     try:
         _wait(f"http://127.0.0.1:{port}/api/health", 90)
+        assert listening(server.pid) and {a for a, _ in listening(server.pid)} <= LOOPBACK
         yield env, prefect
     finally:
         _stop(server)
@@ -123,6 +126,20 @@ def test_deployment_run_tune_peak_end_to_end(prefect_env, tiny_model, tmp_path):
         assert r.returncode == 0 and "Completed" in r.stdout, (
             r.stdout[-2000:] + r.stderr[-2000:] + (tmp_path / "serve.log").read_text()[-3000:]
         )
+        # the serve process listens on nothing beyond loopback
+        assert {a for a, _ in listening(serve.pid)} <= LOOPBACK, listening(serve.pid)
+        # anyone who reaches the API can pass parameters: paths outside the allowed roots are refused
+        for bad in ("/etc", f"{store}/../../.."):
+            r = subprocess.run(
+                [prefect, "deployment", "run", "btgm-tune/tune-peak", "-p", f"store={bad}", "--watch", "--watch-timeout", "120"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+            assert r.returncode != 0 and "Failed" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+        log = (tmp_path / "serve.log").read_text()
+        assert "store '/etc' is outside the folders flows may use" in log and "'..' is not allowed" in log, log[-3000:]
     finally:
         _stop(serve)
     summary = json.loads((store / "tuned" / "weekly-peak-n10" / "summary.json").read_text())
@@ -179,7 +196,7 @@ def test_dask_task_runner_on_a_two_worker_local_cluster(prefect_env, tiny_model,
     m = json.loads((store / "readings" / "_manifest.json").read_text())
     assert m["partitions"] == 3 and m["balanced"] and m["validation"]["success"]
     assert (r.stdout + r.stderr).count("clean_partition_task") >= 3
-    r = subprocess.run(
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -203,14 +220,21 @@ def test_dask_task_runner_on_a_two_worker_local_cluster(prefect_env, tiny_model,
         ],
         cwd=ROOT,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=600,
     )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    seen = set()  # every address the run and its cluster listen on, polled while it runs
+    t0 = time.time()
+    while proc.poll() is None and time.time() - t0 < 600:
+        seen |= listening(proc.pid)
+        time.sleep(0.3)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out[-3000:]
+    assert len(seen) >= 3 and {a for a, _ in seen} <= LOOPBACK, seen  # scheduler, workers, dashboard: loopback only
     for c in ("weekly-energy", "wednesday-mean"):
         assert (store / "tuned" / f"{c}-n10" / "summary.json").exists()
-    assert "DaskTaskRunner" in r.stdout + r.stderr or "dask" in (r.stdout + r.stderr).lower()
+    assert "DaskTaskRunner" in out or "dask" in out.lower()
 
 
 def test_freshness_keys_follow_the_manifests(tiny_model, tmp_path):
@@ -253,30 +277,17 @@ def test_curves_are_stale_when_their_parameters_change(curves_store):
         assert not _fresh_curves(curves_store, CurvesConfig(**{**vars(built), **change})), change
 
 
-def test_scenario_pipeline_rerun_after_a_failure_redoes_only_stale_steps(curves_store, tmp_path, monkeypatch):
-    """A tune step fails; the rerun skips ingest, curves and training (outputs untouched) and redoes the rest."""
+def test_scenario_pipeline_reruns_exactly_what_is_stale(curves_store, tmp_path, monkeypatch):
+    """A tune step fails; the rerun skips ingest, curves and training (outputs untouched) and redoes the rest.
+    Then each parameter in turn makes exactly the steps downstream of it stale."""
     from prefect.testing.utilities import prefect_test_harness
 
     import energy_btgm.tuning.run
     from pipelines.flows import scenario_pipeline
-    from tests.conftest import TINY
+    from tests.conftest import tiny_pipeline
 
     store = tmp_path / "store"
-    kw = dict(
-        sources=[str(curves_store / "raw" / "synthetic" / "readings")],
-        store=str(store),
-        reports=str(tmp_path / "reports"),
-        partitions=2,
-        group_sizes=[10],
-        criteria_names=["weekly-energy"],
-        draws=40,
-        epochs=TINY["epochs"],
-        train_options={k: v for k, v in TINY.items() if k not in ("group_size", "epochs")},
-        tune_steps=20,
-        n_bank=200,
-        compare_seconds=2.0,
-        reference_samples=20_000,
-    )
+    kw = tiny_pipeline(curves_store, tmp_path)
 
     def broken(*a, **k):
         raise RuntimeError("injected tune failure")
@@ -302,3 +313,29 @@ def test_scenario_pipeline_rerun_after_a_failure_redoes_only_stale_steps(curves_
         assert [p.stat().st_mtime_ns for p in outputs] == mtimes
         assert (store / "tuned" / "weekly-energy-n10" / "summary.json").exists() and Path(again["report"]).exists()
         assert scenario_pipeline(**kw)["ran"] == []  # nothing stale any more
+        # every parameter in turn: exactly the steps downstream of it would run (dry runs, nothing written) ...
+        tune, train = ["tune weekly-energy-n10"], ["train vae-n10"]
+        options = {**kw["train_options"], "peak_weight": 5.0}
+        changes = [
+            (dict(tz="Europe/London"), ["ingest", "curves", *train, *tune, "compare"]),
+            (dict(source_tz="UTC"), ["ingest", "curves", *train, *tune, "compare"]),
+            (dict(draws=41), ["curves", *train, *tune, "compare"]),
+            (dict(seed=1), ["curves", *train, *tune, "compare"]),
+            (dict(epochs=kw["epochs"] + 1), [*train, *tune, "compare"]),
+            (dict(train_options=options), [*train, *tune, "compare"]),
+            (dict(top_fraction=0.02), tune),
+            (dict(n_bank=201), tune),
+            (dict(tune_steps=21), [*tune, "compare"]),  # the comparison's proposal takes the same steps
+            (dict(compare_seconds=3.0), ["compare"]),
+            (dict(reference_samples=30_000), ["compare"]),
+            (dict(criteria_names=["weekly-energy", "wednesday-mean"]), ["tune wednesday-mean-n10"]),
+        ]
+        for change, expected in changes:
+            plan = scenario_pipeline(**{**kw, **change}, dry_run=True)
+            assert plan["ran"] == expected, (change, plan)
+        assert [p.stat().st_mtime_ns for p in outputs] == mtimes
+        # ... and two of them for real: the run does what its plan said, then nothing is stale
+        for change, expected in ((dict(n_bank=150), tune), (dict(compare_seconds=1.5), ["compare"])):
+            kw = {**kw, **change}
+            assert scenario_pipeline(**kw)["ran"] == expected, change
+        assert scenario_pipeline(**kw)["ran"] == []

@@ -159,3 +159,12 @@ def test_library_does_not_import_prefect():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_the_injected_stuck_meter_is_what_ingest_flags(tmp_path):
+    """The defect export's stuck-at-zero stretch (two days) comes out of ingest as stuck_zero, all of it."""
+    from energy_btgm.data.ingest import IngestConfig, ingest
+
+    rec = generate(small(start="2023-01-02", defects=True, households=6), tmp_path / "d")
+    m = ingest([tmp_path / "d" / "readings"], tmp_path / "s", IngestConfig(), reports=tmp_path / "r", validate=False)
+    assert m["counts"]["quarantined_by_reason"]["stuck_zero"] == rec["defects_injected"]["stuck_zero"] > 0

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from energy_btgm.core.weights import ess, ess_from_log, tilted_moments
+from energy_btgm.core.weights import diagnose, ess, ess_from_log, pareto_khat, tilted_moments
 
 
 def test_ess_of_equal_weights_is_n_and_of_one_weight_is_1():
@@ -27,3 +27,31 @@ def test_tilted_moments_from_a_proposal_match_the_closed_form():
     np.testing.assert_allclose(th["kl"], betas**2 / 2, rtol=0.05)
     # the proposal sits at β = 1: there its tilted weights are flat and the ESS is the largest
     assert th["ess"][1] > th["ess"][0] and th["ess"][1] > th["ess"][2] and th["ess"][1] > 0.9 * len(x)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 2.0, 4.0])
+def test_pareto_khat_recovers_the_tail_index_of_pareto_weights(alpha):
+    """Weights with a Pareto tail of index α: k = 1/α."""
+    rng = np.random.default_rng(int(alpha * 10))
+    ks = [pareto_khat(np.log(rng.pareto(alpha, 20_000) + 1)) for _ in range(4)]
+    assert abs(np.mean(ks) - 1 / alpha) < 0.08, ks
+
+
+@pytest.mark.parametrize("var_q", [0.5, 0.8])
+def test_pareto_khat_of_a_too_narrow_gaussian_proposal_is_one_minus_its_variance(var_q):
+    """p = N(0, 1), q = N(0, s²) with s² < 1: w = p/q = C·exp(z²(1/s² − 1)/2), whose tail has index 1/(1 − s²)."""
+    rng = np.random.default_rng(7)
+    z = rng.normal(0, np.sqrt(var_q), 50_000)
+    log_w = -0.5 * z**2 + 0.5 * z**2 / var_q
+    assert abs(pareto_khat(log_w) - (1 - var_q)) < 0.1
+
+
+def test_bounded_weights_have_a_negative_khat_and_diagnose_flags_what_fails():
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 2, 20_000)  # a wider proposal: bounded weights
+    d = diagnose(-0.5 * z**2 + 0.5 * (z / 2) ** 2)
+    assert d["pareto_k"] < 0 and d["ess"] > 5_000 and d["reliable"] and not d["problems"]
+    heavy = diagnose(np.log(rng.pareto(0.8, 20_000) + 1))  # k = 1.25
+    assert not heavy["reliable"] and "Pareto k̂" in heavy["problems"][0]
+    few = diagnose(np.zeros(50))
+    assert not few["reliable"] and "ESS 50 < 100" in few["problems"][-1]

@@ -73,6 +73,10 @@ class IngestConfig:
     delimiter: str | None = None
     max_kwh_per_30min: float = 10.0  # plausibility bound, scaled by the interval
     max_gap_h: float = 2.0  # gaps up to this long are filled linearly
+    # a meter reading 0, or one same value, for longer than this is stuck: quarantined (0: no check).
+    # 24 h: on Low Carbon London 2013 no meter repeats a non-zero value for more than 19.5 h, while 13 of
+    # 325 read 0 for more than a day (up to 86 days: off or vacant)
+    stuck_hours: float = 24.0
 
     def validate(self) -> None:
         if self.fmt not in ("long", "lcl", "wide"):
@@ -81,6 +85,8 @@ class IngestConfig:
             raise ParameterError(f"--unit must be kwh, wh or kw, got {self.unit!r}")
         if self.resolution != "auto" and self.resolution not in RESOLUTIONS_MIN:
             raise ParameterError(f"--resolution must be auto, 15min, 30min or 60min, got {self.resolution!r}")
+        if not self.stuck_hours >= 0:
+            raise ParameterError(f"--stuck-hours must be >= 0 (0 turns the check off), got {self.stuck_hours}")
         for flag, zone in (("--tz", self.tz), ("--source-tz", self.source_tz or self.tz)):
             try:
                 zoneinfo.ZoneInfo(zone)

@@ -25,8 +25,9 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from energy_btgm import faults
 from energy_btgm.data.config import CurvesConfig
-from energy_btgm.store import atomic_dir, code_version, sha256_file
+from energy_btgm.store import atomic_dir, code_version, sha256_file, to_json
 
 WEEK_NS = 7 * 86400 * 10**9
 MONDAY0 = np.datetime64("1970-01-05", "ns").astype(np.int64)  # a Monday
@@ -99,6 +100,7 @@ def household_curves(store: Path, cfg: CurvesConfig, progress: bool = False) -> 
         parts = tqdm(parts, desc="curves: households", unit=" bucket")
     frames, excluded, kept = [], 0, 0
     for b in parts:
+        faults.point(f"curves bucket {b}")
         table = dataset.to_table(filter=pads.field("bucket") == int(b) if b.isdigit() else pads.field("bucket") == b,
                                  columns=["meter_id", "timestamp", "kwh", "filled"])
         df = table.to_pandas()
@@ -217,6 +219,7 @@ def build(store: Path, cfg: CurvesConfig, weather: Path | None = None, reports: 
     with atomic_dir(store / "curves", overwrite=True) as out:
         pq.write_table(_table(hh.assign(split=hh["week_start"].map(split_of)), T), out / "households.parquet", compression="zstd")
         for n in cfg.group_sizes:
+            faults.point(f"curves groups-n{n}")
             g = group_curves(hh, n, cfg, np.random.default_rng([cfg.seed, n]), temp)
             g["split"] = g["week_start"].map(split_of)
             if validator is not None:
@@ -249,7 +252,8 @@ def build(store: Path, cfg: CurvesConfig, weather: Path | None = None, reports: 
                       for s in ("train", "validation", "test")},
             "validation": validation, "seconds": round(time.perf_counter() - t0, 2),
         }
-        (out / "_manifest.json").write_text(json.dumps(manifest, indent=1))
+        faults.point("curves manifest")
+        (out / "_manifest.json").write_text(to_json(manifest, "the curves manifest", indent=1))
     return manifest
 
 

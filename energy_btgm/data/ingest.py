@@ -293,6 +293,14 @@ def _clean_bucket(df: pd.DataFrame, cfg: IngestConfig, sources: list[str], quara
                              (absurd, f"implausible_value: above {bound:g} kWh per {res} min")):
             reject(g.index.to_numpy()[mask], reason)
         good = ~(missing | negative | absurd)
+        if cfg.stuck_hours:  # a run of zeros or of one repeated value for too long: a stuck meter
+            pos = np.flatnonzero(good)
+            vg = val[pos]
+            for lo, hi, hours in _stuck_runs(g["t"].to_numpy()[pos], vg, res, cfg.stuck_hours):
+                kind, what = ("stuck_zero", "0") if vg[lo] == 0 else ("stuck_constant", f"{vg[lo]:g} kWh")
+                reject(g.index.to_numpy()[pos[lo:hi]],
+                       f"{kind}: meter {m} reads {what} for {hours:.1f} h (over --stuck-hours {cfg.stuck_hours:g})")
+                good[pos[lo:hi]] = False
         tm, val, rows_kept = g["t"].to_numpy()[good], val[good], int(good.sum())
         if target and target > res:  # resample to the coarser target: complete intervals only
             step = target * NS_MIN
@@ -331,6 +339,22 @@ def _clean_bucket(df: pd.DataFrame, cfg: IngestConfig, sources: list[str], quara
     out = pd.concat(out_frames, ignore_index=True)
     out["timestamp"] = pd.DatetimeIndex(out["timestamp"].to_numpy(np.int64).astype("datetime64[ns]"), tz="UTC").tz_convert(cfg.tz)
     return out, coverage
+
+
+def _stuck_runs(t: np.ndarray, v: np.ndarray, res_min: int, hours: float) -> list[tuple[int, int, float]]:
+    """(start, stop, hours) of every run of one repeated value in ``v`` (readings at times ``t``, ns, sorted)
+    that lasts longer than ``hours``, counting the last reading's own interval.
+
+    >>> h = np.arange(6) * 3_600_000_000_000  # hourly readings
+    >>> _stuck_runs(h, np.array([1.0, 0, 0, 0, 2, 2]), 60, 2.5)
+    [(1, 4, 3.0)]
+    """
+    if len(v) == 0:
+        return []
+    starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
+    stops = np.r_[starts[1:], len(v)]
+    span_h = (t[stops - 1] - t[starts]) / 3.6e12 + res_min / 60
+    return [(int(a), int(b), float(h)) for a, b, h in zip(starts, stops, span_h) if h > hours]
 
 
 _VALIDATOR = None

@@ -12,7 +12,7 @@ seconds, and the seconds to produce 10,000 effective scenarios in the tail.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from pathlib import Path
 
@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 import criteria
+from energy_btgm import faults
 from energy_btgm.core import BATCH
 from energy_btgm.errors import ParameterError
 from energy_btgm.estimate.estimators import df_admd, masses, rejection_estimates, weighted_estimates
 from energy_btgm.estimate.proposal import PROPOSAL_CONFIG, prepare_proposal, sample_proposal, score
 from energy_btgm.model.vae import Generator, load_model
-from energy_btgm.store import atomic_write_npz, atomic_write_text, sha256_file
+from energy_btgm.store import atomic_write_json, atomic_write_npz, sha256_file
 from energy_btgm.tuning.engine import TuneConfig
 
 
@@ -123,6 +124,7 @@ def compare(
         "group_size": n_group,
         "seconds_budget": seconds,
         "seed": seed,
+        "proposal_config": dataclasses.asdict(cfg),
         "reference_samples": len(ref["f"]),
         "levels": {},
     }
@@ -130,6 +132,7 @@ def compare(
     bulk = df_admd(ref["df"], ref["peak"], n_group, np.ones(len(ref["df"]), bool))
     result["bulk"] = {"rejection": df_admd(rs["df"], rs["peak"], n_group, np.ones(rs_n, bool)), "reference": bulk}
     for u in levels:
+        faults.point(f"compare level {u}")
         t_ref = float(np.quantile(ref["f"], u))
         k_ref = int((ref["f"] >= t_ref).sum())
         entry = {
@@ -175,5 +178,5 @@ def compare(
             entry["real_test_quantile"] = float(np.quantile(real_test, u))
             entry["real_test_curves"] = int(len(real_test))
         result["levels"][str(u)] = entry
-    atomic_write_text(Path(out_dir) / "compare.json", json.dumps(result, indent=1))
+    atomic_write_json(Path(out_dir) / "compare.json", result)
     return result

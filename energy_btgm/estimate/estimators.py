@@ -111,11 +111,12 @@ def weighted_estimates(f: np.ndarray, w: np.ndarray, u: float, threshold: float,
 
 
 def df_admd(df: np.ndarray, peak: np.ndarray, n_group: int, mask: np.ndarray, w: np.ndarray | None = None) -> dict:
-    """Mean diversity factor and ADMD [kW] (= peak / group size) of the curves in ``mask``, weighted by ``w``."""
+    """Mean diversity factor and ADMD [kW] (= peak / group size) of the curves in ``mask``, weighted by ``w``
+    (None where no curve is in ``mask``: JSON has no NaN)."""
     w = np.ones(len(df)) if w is None else w
     m = mask & np.isfinite(df)
     if not m.any():
-        return {"df_mean": float("nan"), "admd_kw_mean": float("nan"), "n": 0}
+        return {"df_mean": None, "admd_kw_mean": None, "n": 0}
     return {
         "df_mean": float(np.average(df[m], weights=w[m])),
         "admd_kw_mean": float(np.average(peak[m] / n_group, weights=w[m])),

@@ -25,6 +25,7 @@ import criteria
 from energy_btgm.core.figures import data_uri, new_figure, png_bytes
 from energy_btgm.core.html import render
 from energy_btgm.model.vae import load_model
+from energy_btgm.store import atomic_write_json, atomic_write_text
 
 # every registered criterion, once per statistic (a minimised form is the same statistic as its maximised one)
 CARD_CRITERIA = tuple(name for name, c in criteria.REGISTRY.items() if c.direction == 1)
@@ -183,9 +184,9 @@ def write_card(model_dir: Path, data: dict) -> dict:
         "missed_text": describe_miss(card, model_check),
         "baseline": {**base_check, "missed_text": describe_miss(base, base_check)},
     }
-    (Path(model_dir) / "card.json").write_text(json.dumps(card, indent=1))
+    atomic_write_json(Path(model_dir) / "card.json", card)
     figs = figures(history, real_x, recon_x, gen_x, real, gen)
     units_text = ", ".join(f"{name} in {criteria.get(name).unit}" for name in CARD_CRITERIA)
     page = render(TEMPLATE, card=card, figs=figs, model_name=Path(model_dir).name, units_text=units_text)
-    (Path(model_dir) / "card.html").write_text(page)
+    atomic_write_text(Path(model_dir) / "card.html", page)
     return card

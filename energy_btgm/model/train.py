@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from energy_btgm import faults
 from energy_btgm.core import checkpoint
 from energy_btgm.data.curves import read_groups
 from energy_btgm.errors import TrainingError
 from energy_btgm.model.config import TrainConfig
 from energy_btgm.model.vae import VAE, Scaler, VAEConfig, save_model
-from energy_btgm.store import atomic_write_bytes, code_version, sha256_file
+from energy_btgm.store import code_version, replace_dir, sha256_file
 
 MIN_TRAIN_CURVES = 64
 
@@ -108,14 +109,6 @@ def fit_prior(model: VAE, x_train: torch.Tensor, steps: int, seed: int, batch: i
         sched.step()
         losses.append(loss.item())
     return float(np.mean(losses[-100:]))
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    import io
-
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def train(
@@ -207,7 +200,7 @@ def train(
                 loss, nll, kl = model.loss(xb, beta, generator=g)
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"the loss diverged (value {float(loss)}) at epoch {epoch + 1}; the last good "
+                        f"the loss diverged (value {float(loss.detach())}) at epoch {epoch + 1}; the last good "
                         f"checkpoint is kept in {ckpt_path}; lower --lr and rerun without --resume"
                     )
                 opt.zero_grad(set_to_none=True)
@@ -236,8 +229,7 @@ def train(
             elif beta >= 1.0:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch + 1
-            _save_checkpoint(
-                ckpt_path,
+            checkpoint.save(
                 {
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
@@ -245,7 +237,9 @@ def train(
                     "config": dataclasses.asdict(cfg),
                     "curves_sha256": checksum,
                 },
+                ckpt_path,
             )
+            faults.point(f"epoch {epoch + 1}")
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{train_loss:.1f}", kl=f"{train_kl:.1f}", val=f"{val:.1f}")
@@ -288,14 +282,8 @@ def train(
 
         write_card(work, data)
     os.remove(ckpt_path)
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        work.rename(out)
-        shutil.rmtree(old)
-    else:
-        work.rename(out)
+    faults.point(f"replace {out.name}")
+    replace_dir(work, out)
     return out
 
 

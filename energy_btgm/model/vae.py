@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from energy_btgm.core import checkpoint
+from energy_btgm.store import to_json
 
 LOG2PI = math.log(2 * math.pi)
 
@@ -219,9 +220,9 @@ MODEL_FILES = ("weights.pt", "model.json")
 
 def save_model(directory: Path, vae: VAE, scaler: Scaler, meta: dict) -> None:
     """Write ``weights.pt`` and ``model.json`` (config, scaler, provenance) into ``directory``."""
-    torch.save(vae.state_dict(), directory / "weights.pt")
+    checkpoint.save(vae.state_dict(), directory / "weights.pt")
     doc = {"vae_config": dataclasses.asdict(vae.cfg), "scaler": scaler.to_dict(), **meta}
-    (directory / "model.json").write_text(json.dumps(doc, indent=1))
+    (directory / "model.json").write_text(to_json(doc, str(directory / "model.json"), indent=1))
 
 
 def load_model(directory: Path) -> Generator:

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from energy_btgm import bank
+from energy_btgm import bank, faults
 from energy_btgm.core.figures import data_uri, new_figure, png_bytes
 from energy_btgm.core.html import render
 from energy_btgm.model.card import TARGETS_TEXT
 from energy_btgm.model.vae import load_model
-from energy_btgm.store import atomic_dir, code_version
+from energy_btgm.store import atomic_dir, code_version, to_json
 from energy_btgm.tuning.engine import KL_TOP_1PC
 
 TEMPLATE = Path(__file__).parent / "templates" / "report.html.j2"
@@ -227,6 +227,11 @@ def _assessments(reports: Path, summary: dict) -> list[dict]:
     return out
 
 
+def _number(x) -> float:
+    """A table cell's number: None (no data) shows as a dash, like NaN."""
+    return float("nan") if x is None else x
+
+
 def _comparisons(reports: Path, summary: dict) -> list[dict]:
     out = []
     for c_path in sorted((reports / "compare").glob("*/compare.json")):
@@ -247,8 +252,8 @@ def _comparisons(reports: Path, summary: dict) -> list[dict]:
                         x.get("decoder_evaluations", x.get("n")),
                         x.get("seconds") or float("nan"),
                         x.get("seconds_per_10k_effective_tail", float("nan")),
-                        x.get("tail_df_mean", float("nan")),
-                        x.get("tail_admd_kw_mean", float("nan")),
+                        _number(x.get("tail_df_mean")),
+                        _number(x.get("tail_admd_kw_mean")),
                     ]
                 )
             if "real_test_quantile" in e:
@@ -297,6 +302,7 @@ def build(store: Path, reports: Path, run: str = "latest") -> Path:
     store, reports = Path(store), Path(reports)
     summary: dict = {"run": run, "code_version": code_version(), "store": str(store)}
     tuned_table, tuned_sections, dfadmd = _tuned(store, summary)
+    faults.point("report tuned sections")
     page = render(
         TEMPLATE,
         card_targets=TARGETS_TEXT,
@@ -311,7 +317,9 @@ def build(store: Path, reports: Path, run: str = "latest") -> Path:
         assessments=_assessments(reports, summary),
         comparisons=_comparisons(reports, summary),
     )
+    faults.point("report rendered")
+    text = to_json(summary, f"the report {reports / run}", indent=1, default=float)  # before anything is written
     with atomic_dir(reports / run, overwrite=True) as out:
         (out / "index.html").write_text(page)
-        (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+        (out / "summary.json").write_text(text)
     return reports / run / "index.html"

@@ -9,7 +9,6 @@ variant has few zeros and the most compact distribution.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 import criteria
 from energy_btgm.core.figures import new_figure, png_bytes
 from energy_btgm.model.vae import load_model
-from energy_btgm.store import atomic_write_bytes, atomic_write_text
+from energy_btgm.store import atomic_write_bytes, atomic_write_json
 
 NEAR_ZERO = 1e-3  # gradient norms below this share of the median count as zero
 
@@ -115,6 +114,6 @@ def assess(
     ax.legend(fontsize=7)
     out_dir = Path(out_dir)
     atomic_write_bytes(out_dir / "gradients.png", png_bytes(fig))
-    atomic_write_text(out_dir / "assess.json", json.dumps(result, indent=1))
+    atomic_write_json(out_dir / "assess.json", result)
     result["figure"] = str(out_dir / "gradients.png")
     return result

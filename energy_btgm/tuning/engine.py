@@ -22,10 +22,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from energy_btgm import faults
 from energy_btgm.core import BATCH
 from energy_btgm.core.flow import LatentFlow, log_normal
 from energy_btgm.core.weights import tilted_moments
-from energy_btgm.errors import ParameterError
+from energy_btgm.errors import ParameterError, TuningError
 
 KL_TOP_1PC = -math.log(0.01)  # 4.61 nats: the KL budget of the top 1 % (DESIGN.md), the default target
 
@@ -64,7 +65,10 @@ def normaliser(f_latent: Callable, dim: int, n: int, seed: int) -> Normaliser:
         f = torch.cat([f_latent(torch.randn(min(BATCH, n - i), dim, generator=g)) for i in range(0, n, BATCH)])  # (n,)
     std = float(f.std())
     if not math.isfinite(std) or std == 0:
-        raise ValueError("the criterion is constant or not finite under p; it cannot be tuned")
+        raise TuningError(
+            f"the criterion is {'constant' if std == 0 else 'not finite'} on {n} samples of p (std {std}); "
+            "there is nothing to tilt toward: pick a criterion that varies between weeks"
+        )
     return Normaliser(float(f.mean()), std)
 
 
@@ -74,13 +78,28 @@ def train_stage(flow: LatentFlow, f_tilde: Callable, beta: float, cfg: TuneConfi
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - 0.9 * s / max(1, cfg.steps))
     g = torch.Generator().manual_seed(seed)
     losses = []
-    for _ in range(cfg.steps):
+    for step in range(cfg.steps):
         zhat = torch.randn(cfg.batch, flow.dim, generator=g)  # (B, Z)
         z, ladj = flow(zhat)
         log_p = log_normal(z)
-        loss = -(beta * f_tilde(z) + log_p + ladj).mean()
+        f = f_tilde(z)
+        loss = -(beta * f + log_p + ladj).mean()
+        if not torch.isfinite(loss):
+            what = "the criterion" if not torch.isfinite(f).all() else "the flow's log-density"
+            raise TuningError(
+                f"tuning diverged at β = {beta:.4g}, step {step + 1}: the loss is {float(loss)} because {what} is not "
+                "finite on the flow's samples; try a less extreme target (a larger --top-fraction or a smaller "
+                "--target-kl), or a criterion that stays finite on every curve"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(), math.inf)  # the norm only: no clipping
+        if not torch.isfinite(grad_norm):
+            raise TuningError(
+                f"tuning diverged at β = {beta:.4g}, step {step + 1}: the gradient of the loss is {float(grad_norm)} "
+                "(the criterion's gradient explodes where the flow moved); give the criterion a smooth surrogate "
+                "for training (Criterion.train_fn), or a less extreme target"
+            )
         opt.step()
         sched.step()
         losses.append((loss.item(), (log_normal(zhat) - ladj - log_p).mean().item()))  # (loss, batch KL)
@@ -97,6 +116,12 @@ def evaluate(flow: LatentFlow, f_tilde: Callable, n: int, seed: int) -> dict:
         kl.append(log_q - log_p)
         f_all.append(f_tilde(z))
     kl, f = torch.cat(kl).double(), torch.cat(f_all).double()
+    for name, v in (("KL(q‖p)", kl), ("the criterion", f)):
+        if not torch.isfinite(v).all():
+            raise TuningError(
+                f"{name} is not finite on {int((~torch.isfinite(v)).sum())} of {n} samples of the tuned flow; the flow "
+                "went where p or the criterion underflows: try a less extreme target or more --steps per stage"
+            )
     c = f - f.mean()
     return {
         "kl": float(kl.mean()),
@@ -189,6 +214,7 @@ def tune(
         ev = evaluate(flow, f_tilde, cfg.n_eval, seed=cfg.seed + 1000 + it)
         ev.update(iteration=it + 1, beta=beta, seconds=time.perf_counter() - t0)
         path.append(ev)
+        faults.point(f"beta stage {it + 1}")
         if progress:
             progress(ev)
         if abs(ev[key] - target) <= cfg.tol * abs(target):

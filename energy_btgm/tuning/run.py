@@ -25,7 +25,7 @@ from energy_btgm.core.flow import LatentFlow
 from energy_btgm.core.weights import ess_from_log
 from energy_btgm.errors import ParameterError
 from energy_btgm.model.vae import Generator, load_model
-from energy_btgm.store import atomic_dir, code_version, sha256_file
+from energy_btgm.store import atomic_dir, code_version, sha256_file, to_json
 from energy_btgm.tuning.engine import TuneConfig, tune
 from energy_btgm.tuning.theory import MIN_ESS, pareto_efficiency, pareto_figure, theory_curve
 
@@ -145,22 +145,8 @@ def tune_criterion(
         "seconds": round(time.perf_counter() - t0, 1),
     }
     store = Path(store)
-    with atomic_dir(store / "tuned" / name, overwrite=True) as out:
-        torch.save(
-            {
-                "flow": res.flow.state_dict(),
-                "dim": gen.latent_dim,
-                "transforms": cfg.transforms,
-                "hidden": cfg.hidden,
-                "normaliser": dataclasses.asdict(norm),
-                "beta": res.beta,
-                "model": str(model_dir),
-                "model_sha256": model_sha,
-            },
-            out / "flow.pt",
-        )
-        (out / "pareto.png").write_bytes(pareto_figure(theory, res.path, kl_hat, mean_hat, name))
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    # the bank first, then the tuned folder whose summary points at it: a run killed between the two leaves
+    # the previous summary (and its bank) in place, so the step is still stale and reruns
     table = bank.curves_table(curves, peaks, gen.meta["group_size"], z.numpy())
     lq_np, lp_np = lq_b.numpy().astype(np.float64), lp_b.numpy().astype(np.float64)  # (n_bank,)
     table = table.append_column("log_q", pa.array(lq_np)).append_column("weight", pa.array(np.exp(lp_np - lq_np)))
@@ -182,7 +168,22 @@ def tune_criterion(
     )
     summary["bank"] = str(bank_file)
     summary["flow_dir"] = str(store / "tuned" / name)
-    (store / "tuned" / name / "summary.json").write_text(json.dumps(summary, indent=1))
+    with atomic_dir(store / "tuned" / name, overwrite=True) as out:
+        checkpoint.save(
+            {
+                "flow": res.flow.state_dict(),
+                "dim": gen.latent_dim,
+                "transforms": cfg.transforms,
+                "hidden": cfg.hidden,
+                "normaliser": dataclasses.asdict(norm),
+                "beta": res.beta,
+                "model": str(model_dir),
+                "model_sha256": model_sha,
+            },
+            out / "flow.pt",
+        )
+        (out / "pareto.png").write_bytes(pareto_figure(theory, res.path, kl_hat, mean_hat, name))
+        (out / "summary.json").write_text(to_json(summary, f"the summary of {name}", indent=1))
     return summary
 
 

@@ -83,8 +83,17 @@ write_csv(B / "dst_fallback.csv", ["meter_id", "timestamp", "kwh"],
           [("M1", t.strftime("%Y-%m-%d %H:%M:%S"), f"{0.1 + 0.01 * i:.2f}") for i, t in enumerate(wall)])
 ts = list(half_hours("2023-01-02", 96)) + list(pd.date_range("2023-01-04", periods=96, freq="15min"))
 write_csv(B / "resolution_change.csv", ["meter_id", "timestamp", "kwh"],
-          [("M1", t.strftime("%Y-%m-%d %H:%M:%S"), "0.200") for t in ts])
+          [("M1", t.strftime("%Y-%m-%d %H:%M:%S"), f"{0.2 + 0.01 * (i % 7):.3f}") for i, t in enumerate(ts)])
 text = good.splitlines()
 text[4] = text[4] + ",extra,fields"
 (B / "malformed_row.csv").write_text("\n".join(text) + "\n")
+# stuck meters: M1 reads 0 for 26 h, M2 repeats 0.250 for 25 h; M3 reads 0 for 20 h (below the 24-h span: kept)
+r = long_rows(("M1", "M2", "M3"), n=144)
+for i in range(20, 72):
+    r[i] = (r[i][0], r[i][1], "0.000")
+for i in range(144 + 30, 144 + 80):
+    r[i] = (r[i][0], r[i][1], "0.250")
+for i in range(288 + 10, 288 + 50):
+    r[i] = (r[i][0], r[i][1], "0.000")
+write_csv(B / "stuck_meters.csv", ["meter_id", "timestamp", "kwh"], r)
 print("wrote", sorted(p.name for p in F.iterdir()), sorted(p.name for p in B.iterdir()))
