@@ -253,6 +253,59 @@ def _fresh_compare(
     return same_reference and same_proposal and have == want
 
 
+COMPARE_LEVELS = [0.99, 0.999, 0.9999]  # scenario-pipeline's comparison: the weekly peak of the first group size
+
+
+def plan(
+    store: Path,
+    reports: Path,
+    sources: list[str] | None,
+    group_sizes: list[int],
+    criteria_names: list[str],
+    compare_seconds: float,
+    reference_samples: int,
+    *,
+    compare_levels: list[float] = COMPARE_LEVELS,
+    fmt: str,
+    tz: str,
+    source_tz: str | None,
+    draws: int,
+    epochs: int,
+    train_options: dict | None,
+    top_fraction: float,
+    tune_steps: int | None,
+    n_bank: int,
+    seed: int,
+) -> dict[str, bool]:
+    """Which steps of scenario-pipeline run (True) and which are up to date (False), in order.
+
+    A step runs when its output is stale (its manifest does not record the current inputs' checksums and
+    every parameter that changes it) or a step it depends on runs; nothing is read but manifests and
+    checksums, so the plan is the same before the run as step by step during it."""
+    from energy_btgm.estimate.comparison import out_dir_for
+
+    runs: dict[str, bool] = {}
+
+    def step(name: str, fresh: bool, after: tuple[str, ...] = ()) -> None:
+        runs[name] = not fresh or any(runs.get(a) for a in after)
+
+    if sources:
+        step("ingest", _fresh_readings(store, sources, fmt, tz, source_tz))
+    curves_cfg = CurvesConfig(group_sizes=tuple(group_sizes), draws=draws, seed=seed)
+    curves_there = all((store / "curves" / f"groups-n{n}.parquet").exists() for n in group_sizes)
+    step("curves", _fresh_curves(store, curves_cfg) and curves_there, after=("ingest",))
+    for n in group_sizes:
+        step(f"train vae-n{n}", _fresh_model(store, n, _train_config(n, epochs, seed, train_options)), after=("curves",))
+        for c in criteria_names:
+            fresh = _fresh_tune(store, c, n, top_fraction, seed, tune_steps, n_bank)
+            step(f"tune {c}-n{n}", fresh, after=(f"train vae-n{n}",))
+    out = out_dir_for(reports, "weekly-peak", group_sizes[0]) / "compare.json"
+    model = store / "models" / f"vae-n{group_sizes[0]}"
+    fresh = _fresh_compare(out, model, "weekly-peak", compare_levels, compare_seconds, reference_samples, tune_steps)
+    step("compare", fresh, after=(f"train vae-n{group_sizes[0]}",))
+    return runs
+
+
 def _publish(summary: dict, report: str | None) -> None:
     """Markdown artifact with the headline numbers, table artifact with the β path."""
     s = summary
@@ -457,6 +510,7 @@ def scenario_pipeline(
     seed: int = 0,
     compare_seconds: float = 60.0,
     reference_samples: int = 2_000_000,
+    compare_levels: list[float] = COMPARE_LEVELS,
     dry_run: bool = False,
 ) -> dict:
     """ingest → curves → train → tune → compare → report; a step runs only when its output is missing or stale
@@ -466,44 +520,33 @@ def scenario_pipeline(
     with _lock("scenario-pipeline", store, reports=reports, sources=sources):
         log = get_run_logger()
         s = Path(store)
-        ran, skipped = [], []
-
-        def step(name: str, fresh: bool, after: tuple[str, ...] = ()) -> bool:
-            """Whether ``name`` runs: its output is stale, or a step it depends on (``after``) runs."""
-            fresh = fresh and not any(a in ran for a in after)
-            (skipped if fresh else ran).append(name)
-            log.info("%s: %s", name, "up to date with its inputs, skipped" if fresh else "would run" if dry_run else "runs")
-            return not fresh and not dry_run
-
-        if sources and step("ingest", _fresh_readings(s, sources, fmt, tz, source_tz)):
+        params = dict(fmt=fmt, tz=tz, source_tz=source_tz, draws=draws, epochs=epochs, train_options=train_options)
+        params |= dict(top_fraction=top_fraction, tune_steps=tune_steps, n_bank=n_bank, seed=seed, compare_levels=compare_levels)
+        runs = plan(s, Path(reports), sources, group_sizes, criteria_names, compare_seconds, reference_samples, **params)
+        ran, skipped = [k for k, v in runs.items() if v], [k for k, v in runs.items() if not v]
+        for name, stale in runs.items():
+            log.info("%s: %s", name, "would run" if stale and dry_run else "runs" if stale else "up to date, skipped")
+        if dry_run:
+            return {"report": None, "ran": ran, "skipped": skipped, "dry_run": True}
+        if runs.get("ingest"):
             _ingest(sources, store, reports, fmt, tz, partitions, source_tz)
-        curves_cfg = CurvesConfig(group_sizes=tuple(group_sizes), draws=draws, seed=seed)
-        curves_there = all((s / "curves" / f"groups-n{n}.parquet").exists() for n in group_sizes)
-        if step("curves", _fresh_curves(s, curves_cfg) and curves_there, after=("ingest",)):
+        if runs["curves"]:
             curves_task(store, reports, group_sizes, draws, seed)
         tunes = []
         for n in group_sizes:
-            if step(f"train vae-n{n}", _fresh_model(s, n, _train_config(n, epochs, seed, train_options)), after=("curves",)):
+            if runs[f"train vae-n{n}"]:
                 train_task(store, n, epochs, seed, train_options)
             for c in criteria_names:
-                fresh = _fresh_tune(s, c, n, top_fraction, seed, tune_steps, n_bank)
-                if step(f"tune {c}-n{n}", fresh, after=(f"train vae-n{n}",)):
-                    tunes.append(
-                        tune_task.submit(store, c, str(s / "models" / f"vae-n{n}"), top_fraction, None, seed, tune_steps, n_bank)
-                    )
+                if runs[f"tune {c}-n{n}"]:
+                    model = str(s / "models" / f"vae-n{n}")
+                    tunes.append(tune_task.submit(store, c, model, top_fraction, None, seed, tune_steps, n_bank))
         for t in tunes:
             _publish(t.result(), None)
-        model, levels = s / "models" / f"vae-n{group_sizes[0]}", [0.99, 0.999, 0.9999]
-        from energy_btgm.estimate.comparison import out_dir_for
-
-        out = out_dir_for(Path(reports), "weekly-peak", group_sizes[0]) / "compare.json"
-        fresh = _fresh_compare(out, model, "weekly-peak", levels, compare_seconds, reference_samples, tune_steps)
-        if step("compare", fresh, after=(f"train vae-n{group_sizes[0]}",)):
+        if runs["compare"]:
+            model = str(s / "models" / f"vae-n{group_sizes[0]}")
             _publish_quantiles(
-                compare_task(store, reports, str(model), "weekly-peak", levels, compare_seconds, reference_samples, tune_steps)
+                compare_task(store, reports, model, "weekly-peak", compare_levels, compare_seconds, reference_samples, tune_steps)
             )
-        if dry_run:
-            return {"report": None, "ran": ran, "skipped": skipped, "dry_run": True}
         report = report_task(store, reports, "latest")
         create_markdown_artifact(
             markdown=f"### scenario-pipeline\n\nRan: {', '.join(ran) or '-'}  \n"

@@ -56,6 +56,7 @@ def tiny_pipeline(curves_store: Path, out: Path, **overrides) -> dict:
             tune_steps=20,
             n_bank=200,
             compare_seconds=2.0,
+            compare_levels=[0.99],
             reference_samples=20_000,
         )
         | overrides

@@ -51,7 +51,7 @@ def run_step(step: str, root: str, kill_at: int | None, record: str | None) -> N
         from energy_btgm.tuning.engine import TuneConfig
         from energy_btgm.tuning.run import tune_criterion
 
-        cfg = TuneConfig(transforms=2, hidden=16, steps=20, batch=128, n_norm=1024, n_eval=1024, max_iter=3)
+        cfg = TuneConfig(transforms=2, hidden=16, steps=20, batch=128, n_norm=1024, n_eval=1024, max_iter=2)
         tune_criterion(store, "weekly-energy", store / "models" / "vae-n10", top_fraction=0.3, seed=0, cfg=cfg, n_bank=100)
     elif step == "compare":
         from energy_btgm.estimate.comparison import compare

@@ -277,6 +277,30 @@ def test_curves_are_stale_when_their_parameters_change(curves_store):
         assert not _fresh_curves(curves_store, CurvesConfig(**{**vars(built), **change})), change
 
 
+def stale_steps(kw: dict) -> list[str]:
+    """The steps scenario-pipeline would run with parameters ``kw`` (the others at the flow's defaults)."""
+    import inspect
+
+    from pipelines.flows import plan, scenario_pipeline
+
+    a = inspect.signature(scenario_pipeline.fn).bind(**kw)
+    a.apply_defaults()
+    p = a.arguments
+    names = ("fmt", "tz", "source_tz", "draws", "epochs", "train_options", "top_fraction", "tune_steps", "n_bank", "seed")
+    names += ("compare_levels",)
+    runs = plan(
+        Path(p["store"]),
+        Path(p["reports"]),
+        p["sources"],
+        p["group_sizes"],
+        p["criteria_names"],
+        p["compare_seconds"],
+        p["reference_samples"],
+        **{k: p[k] for k in names},
+    )
+    return [k for k, v in runs.items() if v]
+
+
 def test_scenario_pipeline_reruns_exactly_what_is_stale(curves_store, tmp_path, monkeypatch):
     """A tune step fails; the rerun skips ingest, curves and training (outputs untouched) and redoes the rest.
     Then each parameter in turn makes exactly the steps downstream of it stale."""
@@ -312,8 +336,8 @@ def test_scenario_pipeline_reruns_exactly_what_is_stale(curves_store, tmp_path, 
         assert again["ran"] == ["tune weekly-energy-n10", "compare"]
         assert [p.stat().st_mtime_ns for p in outputs] == mtimes
         assert (store / "tuned" / "weekly-energy-n10" / "summary.json").exists() and Path(again["report"]).exists()
-        assert scenario_pipeline(**kw)["ran"] == []  # nothing stale any more
-        # every parameter in turn: exactly the steps downstream of it would run (dry runs, nothing written) ...
+        assert stale_steps(kw) == []  # nothing stale any more
+        # every parameter in turn: exactly the steps downstream of it are stale (the plan the flow runs by) ...
         tune, train = ["tune weekly-energy-n10"], ["train vae-n10"]
         options = {**kw["train_options"], "peak_weight": 5.0}
         changes = [
@@ -328,14 +352,16 @@ def test_scenario_pipeline_reruns_exactly_what_is_stale(curves_store, tmp_path, 
             (dict(tune_steps=21), [*tune, "compare"]),  # the comparison's proposal takes the same steps
             (dict(compare_seconds=3.0), ["compare"]),
             (dict(reference_samples=30_000), ["compare"]),
+            (dict(compare_levels=[0.99, 0.999]), ["compare"]),
             (dict(criteria_names=["weekly-energy", "wednesday-mean"]), ["tune wednesday-mean-n10"]),
         ]
         for change, expected in changes:
-            plan = scenario_pipeline(**{**kw, **change}, dry_run=True)
-            assert plan["ran"] == expected, (change, plan)
+            assert stale_steps({**kw, **change}) == expected, change
+        dry = scenario_pipeline(**{**kw, "draws": 41}, dry_run=True)  # the flow's dry run says the same, runs nothing
+        assert dry["ran"] == ["curves", *train, *tune, "compare"] and dry["dry_run"]
         assert [p.stat().st_mtime_ns for p in outputs] == mtimes
         # ... and two of them for real: the run does what its plan said, then nothing is stale
-        for change, expected in ((dict(n_bank=150), tune), (dict(compare_seconds=1.5), ["compare"])):
+        for change, expected in ((dict(n_bank=150), tune), (dict(compare_seconds=1.0), ["compare"])):
             kw = {**kw, **change}
             assert scenario_pipeline(**kw)["ran"] == expected, change
         assert scenario_pipeline(**kw)["ran"] == []
