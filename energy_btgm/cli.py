@@ -268,6 +268,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         + ("" if s["converged"] else "  [β search did NOT converge]")
     )
     print(f"  flow, summary and figures: {s['flow_dir']}   bank: {s['bank']}")
+    print(f"  the bank is good for: {s['bank_weights']['good_for']}")
     return 0
 
 
@@ -336,6 +337,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             f"{ratio if ratio is None else round(ratio, 1)!s:>10} "
             f"{rj['seconds_per_10k_effective_tail']:10.0f}/{bt['seconds_per_10k_effective_tail']:<10.0f}"
         )
+    for u, e in r["levels"].items():
+        for problem in e["btgm"]["weight_problems"]:
+            print(f"  warning: level {u}: BTGM's weights: {problem}; raise --seconds, or check the proposal", file=sys.stderr)
     print(f"  compare.json: {out / 'compare.json'}")
     return 0
 

@@ -39,6 +39,10 @@ def test_compare_writes_json_with_all_methods(tiny_model, tmp_path):
         assert e[m]["decoder_evaluations"] > 0 and e[m]["seconds"] > 0 and len(e[m]["quantile_ci"]) == 2
     assert e["reference"]["exceedance"] == pytest.approx(0.01, rel=0.01)
     assert_agrees_with_reference(e, 0.01, 200_000)
+    # diagnostics beside the estimate: ESS, Pareto k̂, and the verdict that follows from them
+    b = e["btgm"]
+    assert b["ess"] > 0 and b["pareto_k"] is not None and b["pareto_k"] < 0.7
+    assert b["weights_reliable"] == (b["ess"] >= 100 and b["pareto_k"] <= 0.7) and isinstance(b["weight_problems"], list)
     saved = json.loads((tmp_path / "compare.json").read_text())
     assert saved["levels"]["0.99"]["btgm"]["quantile"] == e["btgm"]["quantile"]
     assert len(list((tmp_path / "cache").glob("reference-*.npz"))) == 1

@@ -32,6 +32,25 @@ def test_tune_writes_flow_summary_figures_and_bank(tiny_model):
     assert "criterion=wednesday-gap" in s["bank"] and b"model_sha256" in t.schema.metadata
     units = json.loads(t.schema.metadata[b"units"])  # keyed by column, the criterion's column included
     assert units["wednesday_gap"] == "kW" and units["log_q"] == "nats" and "weight" in units and "admd_kw" in units
+    # what the bank is good for, from its weights' ESS and Pareto k̂, in the summary and the bank itself
+    d = s["bank_weights"]
+    assert d["ess"] == pytest.approx(s["ess_of_bank_weights"]) and d["ess"] <= 500
+    assert d["reliable"] == (d["ess"] >= 100 and d["pareto_k"] is not None and d["pareto_k"] <= 0.7)
+    meta = {k.decode(): v.decode() for k, v in t.schema.metadata.items()}
+    assert meta["good_for"] == d["good_for"] and meta["good_for"].startswith("scenarios to look at")
+    assert ("NOT estimates under p" in meta["good_for"]) == (not d["reliable"])
+    assert float(meta["weights_ess"]) == pytest.approx(d["ess"], abs=0.1)
+
+
+def test_a_small_bank_says_it_is_not_for_estimates_under_p(tiny_model, tmp_path):
+    """50 scenarios cannot carry an ESS of 100: the bank is for looking at, and says so with the reason."""
+    import shutil
+
+    store = tmp_path / "store"
+    shutil.copytree(tiny_model, store)
+    s = tune_criterion(store, "weekly-energy", store / "models" / "vae-n10", top_fraction=0.1, cfg=FAST, n_bank=50)
+    assert not s["bank_weights"]["reliable"] and "NOT estimates under p" in s["bank_weights"]["good_for"]
+    assert "ESS" in s["bank_weights"]["good_for"] and "energy-btgm compare" in s["bank_weights"]["good_for"]
 
 
 def test_minimised_criterion_goes_down(tiny_model):

@@ -75,7 +75,7 @@ def _gpd_k(x: np.ndarray) -> float:
     b = b / (3 * x[int(n / 4 + 0.5) - 1]) + 1 / x[-1]
     k = np.log1p(-b[:, None] * x).mean(axis=1)  # (G,)
     profile = n * (np.log(-b / k) - k - 1)  # (G,) profile log-likelihood
-    weights = 1 / np.exp(profile - profile[:, None]).sum(axis=1)
+    weights = np.exp(-logsumexp(profile - profile[:, None], axis=1))  # (G,) normalised likelihoods, no overflow
     keep = weights >= 10 * np.finfo(float).eps
     b_post = float((b[keep] * weights[keep]).sum() / weights[keep].sum())
     k_post = float(np.log1p(-b_post * x).mean())

@@ -22,6 +22,7 @@ import torch
 import criteria
 from energy_btgm import faults
 from energy_btgm.core import BATCH
+from energy_btgm.core.weights import diagnose
 from energy_btgm.errors import ParameterError
 from energy_btgm.estimate.estimators import df_admd, masses, rejection_estimates, weighted_estimates
 from energy_btgm.estimate.proposal import PROPOSAL_CONFIG, prepare_proposal, sample_proposal, score
@@ -154,6 +155,9 @@ def compare(
         )
         bt, t_train, bt_seconds, evals = run_btgm(gen, crit, u, seconds, seed + int(u * 1e6), cfg)
         est = weighted_estimates(bt["f"], bt["w"], u, t_ref, bt["group"])
+        m = masses(bt["w"], bt["group"])
+        d = diagnose(np.log(m[m > 0]))  # the weights each draw carries in the estimate
+        est.update(pareto_k=d["pareto_k"], weights_reliable=d["reliable"], weight_problems=d["problems"])
         sampling_seconds = max(bt_seconds - t_train, 1e-9)
         ess_tail_rate = est["ess_tail"] / sampling_seconds
         est.update(

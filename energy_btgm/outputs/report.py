@@ -160,8 +160,10 @@ def _tuned(store: Path, summary: dict) -> tuple[dict | None, list[dict], dict | 
                 s["kl"],
                 f"{s['mean_f']:.2f} vs {s['mean_f_under_p']:.2f} {s['unit']}",
                 s["pareto_efficiency"],
+                *_weights_cells(s.get("bank_weights")),
             ]
         )
+        summary["tuned"][key]["bank_weights"] = s.get("bank_weights")
         section = {"criterion": s["criterion"], "group_size": s["group_size"], "key": key, "curves": None, "error": None}
         try:
             b = bank.read(s["bank"])
@@ -192,7 +194,9 @@ def _tuned(store: Path, summary: dict) -> tuple[dict | None, list[dict], dict | 
             ["iteration", "β", "KL [nats]", "E f̃"], [[p["iteration"], p["beta"], p["kl"], p["mean_f"]] for p in s["path"]]
         )
         sections.append(section)
-    table = _table(["criterion", "group", "target KL", "β", "KL", "E f tuned vs p", "Pareto efficiency"], rows) if rows else None
+    headers = ["criterion", "group", "target KL", "β", "KL", "E f tuned vs p", "Pareto efficiency"]
+    headers += ["bank weights: ESS", "Pareto k̂", "estimates under p?"]
+    table = _table(headers, rows) if rows else None
     dfadmd = (
         _table(
             [
@@ -227,6 +231,14 @@ def _assessments(reports: Path, summary: dict) -> list[dict]:
     return out
 
 
+def _weights_cells(d: dict | None) -> list:
+    """ESS, Pareto k̂ and the verdict of a set of importance weights, as table cells."""
+    if not d:
+        return ["–", "–", "–"]
+    k = d.get("pareto_k")
+    return [round(d["ess"]), "–" if k is None else f"{k:.2f}", "yes" if d["reliable"] else "no: " + "; ".join(d["problems"])]
+
+
 def _number(x) -> float:
     """A table cell's number: None (no data) shows as a dash, like NaN."""
     return float("nan") if x is None else x
@@ -254,6 +266,18 @@ def _comparisons(reports: Path, summary: dict) -> list[dict]:
                         x.get("seconds_per_10k_effective_tail", float("nan")),
                         _number(x.get("tail_df_mean")),
                         _number(x.get("tail_admd_kw_mean")),
+                        *(
+                            _weights_cells(
+                                {
+                                    "ess": x["ess"],
+                                    "pareto_k": x.get("pareto_k"),
+                                    "reliable": x["weights_reliable"],
+                                    "problems": x["weight_problems"],
+                                }
+                            )
+                            if m == "btgm" and "weights_reliable" in x
+                            else ["–", "–", "–"]
+                        ),
                     ]
                 )
             if "real_test_quantile" in e:
@@ -269,6 +293,9 @@ def _comparisons(reports: Path, summary: dict) -> list[dict]:
                         float("nan"),
                         float("nan"),
                         float("nan"),
+                        "–",
+                        "–",
+                        "–",
                     ]
                 )
         out.append(
@@ -289,6 +316,9 @@ def _comparisons(reports: Path, summary: dict) -> list[dict]:
                         "s per 10k effective tail scenarios",
                         "DF in tail",
                         "ADMD kW in tail",
+                        "weights: ESS",
+                        "Pareto k̂",
+                        "reliable?",
                     ],
                     rows,
                 ),

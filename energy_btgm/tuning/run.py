@@ -22,7 +22,7 @@ import criteria
 from energy_btgm import bank
 from energy_btgm.core import BATCH, checkpoint
 from energy_btgm.core.flow import LatentFlow
-from energy_btgm.core.weights import ess_from_log
+from energy_btgm.core.weights import diagnose, ess_from_log
 from energy_btgm.errors import ParameterError
 from energy_btgm.model.vae import Generator, load_model
 from energy_btgm.store import atomic_dir, code_version, sha256_file, to_json
@@ -135,6 +135,7 @@ def tune_criterion(
         "theory_points_flagged": int((~theory["usable"]).sum()),
         "min_ess": MIN_ESS,
         "ess_of_bank_weights": ess_from_log(lp_b.numpy() - lq_b.numpy()),
+        "bank_weights": bank_weights(lp_b.numpy() - lq_b.numpy()),
         "model": str(model_dir),
         "model_sha256": model_sha,
         "seed": seed,
@@ -165,6 +166,9 @@ def tune_criterion(
         criterion=criterion,
         target=json.dumps(target),
         kl=f"{kl_hat:.6f}",
+        weights_ess=f"{summary['bank_weights']['ess']:.1f}",
+        weights_pareto_k=str(summary["bank_weights"]["pareto_k"]),
+        good_for=summary["bank_weights"]["good_for"],
     )
     summary["bank"] = str(bank_file)
     summary["flow_dir"] = str(store / "tuned" / name)
@@ -185,6 +189,24 @@ def tune_criterion(
         (out / "pareto.png").write_bytes(pareto_figure(theory, res.path, kl_hat, mean_hat, name))
         (out / "summary.json").write_text(to_json(summary, f"the summary of {name}", indent=1))
     return summary
+
+
+def bank_weights(log_w: np.ndarray) -> dict:
+    """What a tuned bank is good for, from its importance weights p/q (ESS and Pareto k̂): scenarios to look
+    at and feed to simulators always; estimates under p only when the weights pass."""
+    d = diagnose(log_w)
+    if d["reliable"]:
+        d["good_for"] = (
+            f"scenarios to look at and to feed to simulators, and estimates under p with the weight column "
+            f"(ESS {d['ess']:.0f}, Pareto k̂ {d['pareto_k']:.2f})"
+        )
+    else:
+        d["good_for"] = (
+            "scenarios to look at and to feed to simulators; NOT estimates under p: "
+            + "; ".join(d["problems"])
+            + " (for probabilities under p use `energy-btgm compare`, whose proposal is built for the event)"
+        )
+    return d
 
 
 def load_flow(path: Path) -> tuple[LatentFlow, dict]:
