@@ -55,3 +55,11 @@ def test_bounded_weights_have_a_negative_khat_and_diagnose_flags_what_fails():
     assert not heavy["reliable"] and "Pareto k̂" in heavy["problems"][0]
     few = diagnose(np.zeros(50))
     assert not few["reliable"] and "ESS 50 < 100" in few["problems"][-1]
+
+
+def test_pareto_khat_with_ties_at_the_cutoff_is_finite_and_never_nan():
+    """Stratified masses tie within a stratum: the ties carry no tail information and must not break the fit."""
+    rng = np.random.default_rng(5)
+    tied = np.r_[np.zeros(9_000), rng.normal(0, 0.3, 1_000)]  # most weights equal, a light spread above
+    assert np.isfinite(pareto_khat(tied)) and pareto_khat(tied) < 0.7
+    assert pareto_khat(np.r_[np.zeros(9_997), 5.0, 6.0, 7.0]) == np.inf  # three huge weights over a flat rest

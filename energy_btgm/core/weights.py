@@ -46,8 +46,8 @@ def pareto_khat(log_w: np.ndarray) -> float:
 
     The largest M = min(n/5, 3√n) weights are fitted by a generalized Pareto distribution above the
     (M+1)-th largest, with the empirical-Bayes estimator of Zhang & Stephens (2009) and the weakly
-    informative prior on k of Vehtari et al. (2024), as ``loo`` and ArviZ do. Fewer than 5 tail draws:
-    inf (nothing can be said). All tail weights equal (a bounded tail): −1.
+    informative prior on k of Vehtari et al. (2024), as ``loo`` and ArviZ do. Fewer than 5 tail draws
+    above the cutoff: inf (nothing can be said, so not trusted). All tail weights equal (a bounded tail): −1.
 
     >>> rng = np.random.default_rng(0)
     >>> round(pareto_khat(np.log(rng.pareto(2.0, 100_000) + 1)), 1)  # Pareto tail of index 2: k = 1/2
@@ -61,8 +61,11 @@ def pareto_khat(log_w: np.ndarray) -> float:
         return math.inf
     cutoff = lw[-m - 1]
     x = np.exp(lw[-m:] - lw[-1]) - math.exp(cutoff - lw[-1])  # (M,) exceedances, ascending, scaled by the max
-    if x[-1] <= 0:
+    x = x[x > 0]  # weights tied with the cutoff (equal weights of a stratum) carry no tail information
+    if len(x) == 0:
         return -1.0
+    if len(x) < 5:  # a handful of weights above a flat rest: a tail that cannot be fitted, so not trusted
+        return math.inf
     return _gpd_k(x)
 
 
