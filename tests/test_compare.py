@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 
@@ -22,12 +23,13 @@ def assert_agrees_with_reference(e, p, n_reference):
 
 
 def test_compare_writes_json_with_all_methods(tiny_model, tmp_path):
+    out = tmp_path / "reports" / "compare" / "weekly-peak-n10"
     r = compare(
         tiny_model / "models" / "vae-n10",
         "weekly-peak",
         [0.99],
         seconds=3,
-        out_dir=tmp_path,
+        out_dir=out,
         cache_dir=tmp_path / "cache",
         n_reference=200_000,
         cfg=FAST,
@@ -43,9 +45,17 @@ def test_compare_writes_json_with_all_methods(tiny_model, tmp_path):
     b = e["btgm"]
     assert b["ess"] > 0 and b["pareto_k"] is not None and b["pareto_k"] < 0.7
     assert b["weights_reliable"] == (b["ess"] >= 100 and b["pareto_k"] <= 0.7) and isinstance(b["weight_problems"], list)
-    saved = json.loads((tmp_path / "compare.json").read_text())
+    saved = json.loads((out / "compare.json").read_text())
     assert saved["levels"]["0.99"]["btgm"]["quantile"] == e["btgm"]["quantile"]
     assert len(list((tmp_path / "cache").glob("reference-*.npz"))) == 1
+    # the report opens with it, in words and numbers people read
+    from energy_btgm.outputs.report import build
+
+    html = build(tiny_model, tmp_path / "reports", run="check").read_text()
+    glance = html.split("At a glance", 1)[1].split("</table>", 1)[0]
+    assert "weekly-peak of 10 homes" in glance and "1 in 100 weeks" in glance and ">99\u00a0%<" in glance
+    assert f"{e['btgm']['quantile']:.4g}"[:4] in glance and ("trusted" in glance)
+    assert not re.search(r"\d[eE][-+]\d", html.split("<img", 1)[0] + "".join(html.split("<table")[1:]).split("base64")[0])
     with pytest.raises(ValueError, match="minimised"):
         compare(tiny_model / "models" / "vae-n10", "mae-flatness-min", [0.99], 1, tmp_path, tmp_path / "cache")
 

@@ -63,3 +63,16 @@ def test_pareto_khat_with_ties_at_the_cutoff_is_finite_and_never_nan():
     tied = np.r_[np.zeros(9_000), rng.normal(0, 0.3, 1_000)]  # most weights equal, a light spread above
     assert np.isfinite(pareto_khat(tied)) and pareto_khat(tied) < 0.7
     assert pareto_khat(np.r_[np.zeros(9_997), 5.0, 6.0, 7.0]) == np.inf  # three huge weights over a flat rest
+
+
+def test_strata_are_diagnosed_each_on_its_own_scale():
+    """Two strata with light-tailed weights on scales 1 and 1000: pooled they look heavy-tailed; per stratum
+    (as the stratified estimator uses them) k̂ is low and the ESS adds up."""
+    rng = np.random.default_rng(11)
+    z = rng.normal(0, 2, (2, 5_000))
+    log_w = -0.5 * z**2 + 0.5 * (z / 2) ** 2 + np.log([[1.0], [1000.0]])  # (2, 5000) bounded weights
+    group = np.repeat([0, 1], 5_000)
+    pooled, strata = diagnose(log_w.ravel()), diagnose(log_w.ravel(), group)
+    assert strata["pareto_k"] < 0 and strata["reliable"]
+    assert strata["ess"] == pytest.approx(ess_from_log(log_w[0]) + ess_from_log(log_w[1]))
+    assert pooled["ess"] < strata["ess"] / 1.5

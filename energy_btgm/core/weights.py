@@ -85,9 +85,21 @@ def _gpd_k(x: np.ndarray) -> float:
     return (n * k_post + 10 * 0.5) / (n + 10)
 
 
-def diagnose(log_w: np.ndarray) -> dict:
-    """ESS, Pareto k̂ and whether an estimate from these weights can be trusted, with what to do if not."""
-    e, k = ess_from_log(log_w), pareto_khat(log_w)
+def diagnose(log_w: np.ndarray, group: np.ndarray | None = None) -> dict:
+    """ESS, Pareto k̂ and whether an estimate from these weights can be trusted, with what to do if not.
+
+    With ``group`` (stratified sampling: each stratum's estimate uses its own proposal's draws, weights on
+    their own scale), k̂ is the worst stratum's and the ESS the sum of the strata's; strata with fewer than
+    20 draws are left out. Pooling strata would mix the scales and show a heavy tail that no estimate has.
+    """
+    log_w = np.asarray(log_w, np.float64)
+    if group is None:
+        e, k = ess_from_log(log_w), pareto_khat(log_w)
+    else:
+        group = np.asarray(group)
+        parts = [log_w[group == d] for d in np.unique(group)]
+        parts = [x for x in parts if len(x) >= 20] or [log_w]
+        e, k = sum(ess_from_log(x) for x in parts), max(pareto_khat(x) for x in parts)
     problems = []
     if not k <= KHAT_MAX:
         problems.append(f"Pareto k̂ {k:.2f} > {KHAT_MAX}: the weights' tail is too heavy for a reliable estimate")

@@ -155,8 +155,8 @@ def compare(
         )
         bt, t_train, bt_seconds, evals = run_btgm(gen, crit, u, seconds, seed + int(u * 1e6), cfg)
         est = weighted_estimates(bt["f"], bt["w"], u, t_ref, bt["group"])
-        m = masses(bt["w"], bt["group"])
-        d = diagnose(np.log(m[m > 0]))  # the weights each draw carries in the estimate
+        pos = bt["w"] > 0  # each stratum's draws inside it, with their weights p/q of that stratum's proposal
+        d = diagnose(np.log(bt["w"][pos]), bt["group"][pos])
         est.update(pareto_k=d["pareto_k"], weights_reliable=d["reliable"], weight_problems=d["problems"])
         sampling_seconds = max(bt_seconds - t_train, 1e-9)
         ess_tail_rate = est["ess_tail"] / sampling_seconds

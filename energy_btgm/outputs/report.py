@@ -45,12 +45,61 @@ def _curves_figure(p_curves: np.ndarray, q_curves: np.ndarray, title: str) -> st
 
 
 def _cell(v) -> str:
-    """A number as people read it in a table: thousands separators, 4 significant digits, – for missing."""
+    """A number as people read it in a table: thousands separators, 4 significant digits, never an exponent,
+    – for missing.
+
+    >>> [_cell(v) for v in (12345, 0.000052, 1234.5678, 2.5e7, float("nan"))]
+    ['12,345', '0.000052', '1,235', '25,000,000', '–']
+    """
     if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         return f"{v:,}"
     if isinstance(v, float):
-        return f"{v:.4g}" if np.isfinite(v) else "–"
+        if not np.isfinite(v):
+            return "–"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return np.format_float_positional(v, precision=4, unique=True, fractional=False, trim="-")
     return str(v)
+
+
+def _one_in(p: float) -> str:
+    """An exceedance probability as a planner says it: '1 in 10,000 weeks' (3 significant digits)."""
+    if not p > 0:
+        return "never in the samples"
+    n = 1 / p
+    return f"1 in {float(f'{n:.3g}'):,.0f} weeks"
+
+
+def _headline(comparisons_raw: list[dict]) -> list[dict]:
+    """What a planner reads first: per comparison, the far-tail quantiles with their intervals, what rejection
+    sampling gives at the same cost, the reference, and whether the weights can be trusted."""
+    out = []
+    for c in comparisons_raw:
+        unit, lines = c.get("unit", ""), []
+        for u, e in sorted(c["levels"].items(), key=lambda kv: float(kv[0])):
+            b, r, ref = e["btgm"], e["rejection"], e["reference"]
+            width_b = b["quantile_ci"][1] - b["quantile_ci"][0]
+            width_r = r["quantile_ci"][1] - r["quantile_ci"][0]
+            ratio = e.get("variance_ratio_rejection_over_btgm")
+            trusted = b.get("weights_reliable")
+            lines.append(
+                {
+                    "level": f"{float(u) * 100:.4f}".rstrip("0").rstrip(".") + "\u00a0%",
+                    "every": _one_in(1 - float(u)),
+                    "btgm": f"{_cell(b['quantile'])} {unit} [{_cell(b['quantile_ci'][0])}, {_cell(b['quantile_ci'][1])}]",
+                    "rejection": f"{_cell(r['quantile'])} {unit} [{_cell(r['quantile_ci'][0])}, {_cell(r['quantile_ci'][1])}]",
+                    "reference": f"{_cell(ref['quantile'])} {unit}",
+                    "narrower": f"{width_r / width_b:.1f}×" if width_b > 0 else "–",
+                    "variance_ratio": "–" if ratio is None else f"{ratio:.3g}×",
+                    "seconds": " s vs ".join(_cell(x["seconds_per_10k_effective_tail"]) for x in (b, r)) + " s",
+                    "weights": "–"
+                    if trusted is None
+                    else ("trusted" if trusted else "not trusted: " + "; ".join(b["weight_problems"])),
+                }
+            )
+        seconds = f"{c['seconds_budget']:g}"
+        out.append({"criterion": c["criterion"], "group_size": c["group_size"], "seconds": seconds, "lines": lines})
+    return out
 
 
 def _table(headers: list[str], rows: list[list]) -> dict:
@@ -260,7 +309,7 @@ def _comparisons(reports: Path, summary: dict) -> list[dict]:
                         m,
                         x["quantile"],
                         f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "–",
-                        x["exceedance"],
+                        _one_in(x["exceedance"]),
                         x.get("decoder_evaluations", x.get("n")),
                         x.get("seconds") or float("nan"),
                         x.get("seconds_per_10k_effective_tail", float("nan")),
@@ -333,6 +382,7 @@ def build(store: Path, reports: Path, run: str = "latest") -> Path:
     summary: dict = {"run": run, "code_version": code_version(), "store": str(store)}
     tuned_table, tuned_sections, dfadmd = _tuned(store, summary)
     faults.point("report tuned sections")
+    comparisons = _comparisons(reports, summary)
     page = render(
         TEMPLATE,
         card_targets=TARGETS_TEXT,
@@ -345,7 +395,8 @@ def build(store: Path, reports: Path, run: str = "latest") -> Path:
         tuned_sections=tuned_sections,
         dfadmd=dfadmd,
         assessments=_assessments(reports, summary),
-        comparisons=_comparisons(reports, summary),
+        comparisons=comparisons,
+        headline=_headline(list(summary.get("compare", {}).values())),
     )
     faults.point("report rendered")
     text = to_json(summary, f"the report {reports / run}", indent=1, default=float)  # before anything is written
