@@ -296,7 +296,7 @@ def _clean_bucket(df: pd.DataFrame, cfg: IngestConfig, sources: list[str], quara
         if cfg.stuck_hours:  # a run of zeros or of one repeated value for too long: a stuck meter
             pos = np.flatnonzero(good)
             vg = val[pos]
-            for lo, hi, hours in _stuck_runs(g["t"].to_numpy()[pos], vg, res, cfg.stuck_hours):
+            for lo, hi, hours in _stuck_runs(g["t"].to_numpy()[pos], vg, res, cfg.stuck_hours, cfg.max_gap_h):
                 kind, what = ("stuck_zero", "0") if vg[lo] == 0 else ("stuck_constant", f"{vg[lo]:g} kWh")
                 reject(g.index.to_numpy()[pos[lo:hi]],
                        f"{kind}: meter {m} reads {what} for {hours:.1f} h (over --stuck-hours {cfg.stuck_hours:g})")
@@ -341,17 +341,23 @@ def _clean_bucket(df: pd.DataFrame, cfg: IngestConfig, sources: list[str], quara
     return out, coverage
 
 
-def _stuck_runs(t: np.ndarray, v: np.ndarray, res_min: int, hours: float) -> list[tuple[int, int, float]]:
+def _stuck_runs(
+    t: np.ndarray, v: np.ndarray, res_min: int, hours: float, max_gap_h: float = 2.0
+) -> list[tuple[int, int, float]]:
     """(start, stop, hours) of every run of one repeated value in ``v`` (readings at times ``t``, ns, sorted)
-    that lasts longer than ``hours``, counting the last reading's own interval.
+    that lasts longer than ``hours``, counting the last reading's own interval. A gap longer than
+    ``max_gap_h`` ends a run: two equal readings days apart are not a stuck meter (LCL has such pairs).
 
     >>> h = np.arange(6) * 3_600_000_000_000  # hourly readings
     >>> _stuck_runs(h, np.array([1.0, 0, 0, 0, 2, 2]), 60, 2.5)
     [(1, 4, 3.0)]
+    >>> _stuck_runs(np.array([0, 96]) * 3_600_000_000_000, np.array([0.017, 0.017]), 30, 24)  # 4 days apart
+    []
     """
     if len(v) == 0:
         return []
-    starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
+    gap = np.diff(t) > (max(max_gap_h * 60, res_min) + res_min) * 60e9  # ns: longer than a fillable gap
+    starts = np.flatnonzero(np.r_[True, (v[1:] != v[:-1]) | gap])
     stops = np.r_[starts[1:], len(v)]
     span_h = (t[stops - 1] - t[starts]) / 3.6e12 + res_min / 60
     return [(int(a), int(b), float(h)) for a, b, h in zip(starts, stops, span_h) if h > hours]
