@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# the corpus generator is a script: --doctest-modules would import (run) it and rewrite the committed files
+collect_ignore = ["data/make_corpus.py"]
 
 
 @pytest.fixture(scope="session", autouse=True)
