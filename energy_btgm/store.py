@@ -20,6 +20,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 from energy_btgm import faults
-from energy_btgm.errors import StoreBusy, WriteError
+from energy_btgm.errors import ParameterError, StoreBusy, WriteError
 
 STORE_ENV = "ENERGY_BTGM_STORE"
 DEFAULT_STORE = Path("data")
@@ -133,8 +134,6 @@ def atomic_write_npz(dest: Path, **arrays) -> Path:
 
 def nonfinite(obj, path: str = "") -> list[str]:
     """Where in a JSON-like document a float is NaN or infinite (``"levels.0.99.btgm.exceedance"``), in order."""
-    import math
-
     if isinstance(obj, float):
         return [] if math.isfinite(obj) else [path or "."]
     if isinstance(obj, dict):
@@ -191,8 +190,6 @@ def confine(path: str | os.PathLike, what: str) -> str:
     For paths that arrive as flow parameters: a deployment can be run by anyone who reaches the Prefect
     API, so ``..`` and absolute paths outside the roots are refused (links are resolved first).
     """
-    from energy_btgm.errors import ParameterError
-
     p = Path(path)
     roots = allowed_roots()
     if ".." in p.parts:

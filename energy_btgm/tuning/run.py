@@ -22,7 +22,7 @@ import criteria
 from energy_btgm import bank
 from energy_btgm.core import BATCH, checkpoint
 from energy_btgm.core.flow import LatentFlow
-from energy_btgm.core.weights import diagnose, ess_from_log
+from energy_btgm.core.weights import diagnose
 from energy_btgm.errors import ParameterError
 from energy_btgm.model.vae import Generator, load_model
 from energy_btgm.store import atomic_dir, code_version, sha256_file, to_json
@@ -109,6 +109,7 @@ def tune_criterion(
     name = f"{criterion}-n{gen.meta['group_size']}"
     run = f"{criterion}-n{gen.meta['group_size']}-s{seed}-kl{res.kl:.2f}"
     model_sha = sha256_file(Path(model_dir) / "weights.pt")
+    weights = bank_weights(lp_b.numpy() - lq_b.numpy())  # (n_bank,) log p/q: ESS, k̂ and verdict, computed once
     summary = {
         "criterion": criterion,
         "unit": crit.unit,
@@ -134,8 +135,8 @@ def tune_criterion(
         "theory": {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in theory.items()},
         "theory_points_flagged": int((~theory["usable"]).sum()),
         "min_ess": MIN_ESS,
-        "ess_of_bank_weights": ess_from_log(lp_b.numpy() - lq_b.numpy()),
-        "bank_weights": bank_weights(lp_b.numpy() - lq_b.numpy()),
+        "ess_of_bank_weights": weights["ess"],
+        "bank_weights": weights,
         "model": str(model_dir),
         "model_sha256": model_sha,
         "seed": seed,
