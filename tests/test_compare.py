@@ -44,7 +44,8 @@ def test_compare_writes_json_with_all_methods(tiny_model, tmp_path):
     # diagnostics beside the estimate: ESS, Pareto k̂, and the verdict that follows from them
     b = e["btgm"]
     assert b["ess"] > 0 and b["pareto_k"] is not None and b["pareto_k"] < 0.7
-    assert b["weights_reliable"] == (b["ess"] >= 100 and b["pareto_k"] <= 0.7) and isinstance(b["weight_problems"], list)
+    assert b["weights_reliable"] == (b["weights_ess"] >= 100 and b["pareto_k"] <= 0.7)
+    assert isinstance(b["weight_problems"], list) and b["weights_ess"] > 0
     saved = json.loads((out / "compare.json").read_text())
     assert saved["levels"]["0.99"]["btgm"]["quantile"] == e["btgm"]["quantile"]
     assert len(list((tmp_path / "cache").glob("reference-*.npz"))) == 1

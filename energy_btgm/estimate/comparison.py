@@ -157,7 +157,8 @@ def compare(
         est = weighted_estimates(bt["f"], bt["w"], u, t_ref, bt["group"])
         pos = bt["w"] > 0  # each stratum's draws inside it, with their weights p/q of that stratum's proposal
         d = diagnose(np.log(bt["w"][pos]), bt["group"][pos])
-        est.update(pareto_k=d["pareto_k"], weights_reliable=d["reliable"], weight_problems=d["problems"])
+        # the verdict's ESS (summed over strata) beside est["ess"] (of the pooled masses): the report shows this one
+        est.update(weights_ess=d["ess"], pareto_k=d["pareto_k"], weights_reliable=d["reliable"], weight_problems=d["problems"])
         sampling_seconds = max(bt_seconds - t_train, 1e-9)
         ess_tail_rate = est["ess_tail"] / sampling_seconds
         est.update(

@@ -318,7 +318,7 @@ def _comparisons(reports: Path, summary: dict) -> list[dict]:
                         *(
                             _weights_cells(
                                 {
-                                    "ess": x["ess"],
+                                    "ess": x.get("weights_ess", x["ess"]),
                                     "pareto_k": x.get("pareto_k"),
                                     "reliable": x["weights_reliable"],
                                     "problems": x["weight_problems"],
