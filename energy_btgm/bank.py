@@ -7,8 +7,10 @@ list<float32>, T points from Monday 00:00 local, interval start), ``peak_kw``, `
 ``weight`` (= p/q̂), ``source``, ``beta`` and ``run``. Tuned banks live under
 ``banks/criterion=<c>/group_size=<n>/run=<run>/part-0.parquet``.
 
-The file metadata records the unit of every numeric column (``units``, keyed by column name), the
-resolution, the week convention, the model and its checksum, the seed and the code version. ``write``
+The file metadata records the schema version (``schema_version``, checked by ``read``), the unit of
+every numeric column (``units``, keyed by column name), the resolution, the week convention, the
+meters' time zone (``tz``), what ``log_p``, ``log_q`` and ``weight`` mean (``semantics``), the model
+and its checksum, the seed and the code version. ``write``
 checks all of it and runs the ``bank-v1`` Great Expectations suite before an atomic write; ``read``
 returns a DataFrame with the curves as an (N, T) array in ``.attrs["load_kw"]`` and the metadata in
 ``.attrs["meta"]``.
@@ -32,7 +34,16 @@ import criteria
 from energy_btgm.store import atomic_write_parquet, code_version
 
 WEEK_CONVENTION = "Monday 00:00 local, interval start"
-REQUIRED_META = ("units", "time_resolution_min", "week_convention", "model_sha256", "code_version")
+# the bank schema: 2 added the version itself, the meters' time zone and the weight semantics. ``read`` refuses others
+SCHEMA_VERSION = "2"
+REQUIRED_META = ("schema_version", "units", "time_resolution_min", "week_convention", "tz", "model_sha256", "code_version")
+# what log_p, log_q and weight mean, written into every bank that has them
+SEMANTICS = {
+    "log_p": "log N(z; 0, I): the scenario's latent under the model's prior p (nats)",
+    "log_q": "log q̂(z): the latent's density under the tuned flow that drew it (nats)",
+    "weight": "p(z)/q̂(z), the importance weight: E_p[g(x)] = mean over the bank of weight·g(x); "
+    "trust it only where the metadata's good_for says so (ESS, Pareto k̂)",
+}
 # the unit of every numeric column a bank may hold ("1": a pure number); criterion columns take their criterion's unit
 UNITS = {
     "load_kw": "kW",
@@ -92,14 +103,18 @@ def curves_table(curves_kw: np.ndarray, sum_peaks_kw: np.ndarray, group_size: in
     return pa.table(cols)
 
 
-def write(table: pa.Table, dest: Path, *, model: Path, model_sha256: str, seed: int, **meta: str) -> Path:
-    """Add the bank metadata (units of every numeric column, resolution, week convention, provenance, and
-    ``meta``), validate with the ``bank-v1`` suite, and write ``dest`` atomically."""
+def write(table: pa.Table, dest: Path, *, model: Path, model_sha256: str, seed: int, tz: str, **meta: str) -> Path:
+    """Add the bank metadata (schema version, units of every numeric column, resolution, week convention,
+    the meters' time zone ``tz``, what the weight columns mean, provenance, and ``meta``), validate with
+    the ``bank-v1`` suite, and write ``dest`` atomically."""
     T = table.schema.field("load_kw").type.list_size
     doc = {
+        "schema_version": SCHEMA_VERSION,
         "units": json.dumps(units_of(table)),
         "time_resolution_min": str(int(round(10080 / T))),
         "week_convention": WEEK_CONVENTION,
+        "tz": tz,
+        "semantics": json.dumps({k: v for k, v in SEMANTICS.items() if k in table.column_names}, ensure_ascii=False),
         "model": str(model),
         "model_sha256": model_sha256,
         **meta,
@@ -186,6 +201,11 @@ def read(path: Path, expect_model_sha256: str | None = None) -> pd.DataFrame:
                 "delete it and rerun the command that wrote it (energy-btgm tune / sample)"
             ) from None
         meta = {k.decode(): v.decode() for k, v in (t.schema.metadata or {}).items() if not k.startswith(b"ARROW")}
+        if "units" in meta and meta.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(
+                f"bank file {f} has schema version {meta.get('schema_version', '1 (before versions)')}; this "
+                f"energy-btgm reads version {SCHEMA_VERSION}. Rewrite it with `energy-btgm tune` or `energy-btgm sample`"
+            )
         missing = [k for k in REQUIRED_META if k not in meta]
         if missing:
             raise ValueError(

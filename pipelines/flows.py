@@ -1,7 +1,7 @@
 """Prefect flows: thin wrappers over ``energy_btgm``; each task calls one library function and returns a path.
 
 Flows (names users type): ``ingest-meters``, ``build-curves``, ``train-vae``, ``btgm-tune``,
-``compare``, and ``scenario-pipeline`` chaining them. ``scenario-pipeline`` skips a step when its
+``compare``, ``grid-study``, and ``scenario-pipeline`` chaining the first five. ``scenario-pipeline`` skips a step when its
 output's manifest records the same input checksums and config (the manifests are the cache keys),
 so a rerun after a failure redoes only what is missing or stale.
 """
@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from energy_btgm.data.config import CurvesConfig, IngestConfig
+from energy_btgm.grid.config import StudyConfig
 from energy_btgm.model.config import TrainConfig
 from energy_btgm.store import sha256_file
 
@@ -147,6 +148,14 @@ def _proposal_config(steps: int | None):
     from energy_btgm.estimate.proposal import PROPOSAL_CONFIG
 
     return PROPOSAL_CONFIG if steps is None else dataclasses.replace(PROPOSAL_CONFIG, steps=steps)
+
+
+@task
+def grid_study_task(bank: str, reports: str, config: dict) -> dict:
+    """Power flows of a bank's weeks on a grid and the overload risk under p; returns the study (``study_json``: its file)."""
+    from energy_btgm.grid.study import study_bank
+
+    return study_bank(Path(bank), StudyConfig(**config), Path(reports))
 
 
 @task(retries=2, retry_delay_seconds=5, retry_condition_fn=_transient)
@@ -428,6 +437,78 @@ def compare_flow(
         )
         _publish_quantiles(path)
         return path
+
+
+_STUDY = StudyConfig()
+
+
+@flow(name="grid-study")
+def grid_study_flow(
+    store: str = "data",
+    reports: str = "reports",
+    bank: str | None = None,
+    criterion: str = "weekly-peak",
+    group_size: int = 100,
+    grid: str = _STUDY.grid,
+    scenarios: int = _STUDY.scenarios,
+    seconds: float = _STUDY.seconds,
+    trafo_limit: float = _STUDY.trafo_limit,
+    v_min: float = _STUDY.v_min,
+    v_max: float = _STUDY.v_max,
+    growth: float = _STUDY.growth,
+    power_factor: float = _STUDY.power_factor,
+    seed: int = _STUDY.seed,
+    report: bool = True,
+) -> dict:
+    """Transformer overload and voltage risk of the store's tuned bank (or ``bank``) on ``grid``; publishes the estimates."""
+    from energy_btgm.grid.study import latest_bank
+
+    grid_file = grid if grid.lower().endswith(".json") else None
+    with _lock("grid-study", store, reports=reports, bank=bank, grid=grid_file):
+        bank = bank or str(latest_bank(Path(store), criterion, group_size))
+        config = dataclasses.asdict(_STUDY) | dict(
+            grid=grid,
+            scenarios=scenarios,
+            seconds=seconds,
+            trafo_limit=trafo_limit,
+            v_min=v_min,
+            v_max=v_max,
+            growth=growth,
+            power_factor=power_factor,
+            seed=seed,
+        )
+        result = grid_study_task(bank, reports, config)
+        report_path = report_task(store, reports, "latest") if report else None
+        create_table_artifact(
+            table=[
+                {
+                    "event": event,
+                    "method": name,
+                    "p": e["p"],
+                    "ci": [float(f"{v:.4g}") for v in e["ci"]],
+                    "seconds": round(part["seconds"], 1),
+                    "weeks": part["scenarios"],
+                }
+                for name, part in (("BTGM", result["btgm"]), ("rejection", result["rejection"]))
+                for event, e in part["estimates"].items()
+            ],
+            key=f"grid-{result['group_size']}-{Path(grid).stem.lower()}".replace("_", "-").replace(".", "-"),
+            description=f"weekly overload risk on {grid}, demand x {growth:g}"
+            + (f"; report {report_path}" if report_path else ""),
+        )
+        e = result["btgm"]["estimates"]["trafo_overload"]
+        get_run_logger().info(
+            "%s: P(transformer > %g %%) = %.3g [%.3g, %.3g] by %s in %.0f s; study %s",
+            grid,
+            trafo_limit,
+            e["p"],
+            e["ci"][0],
+            e["ci"][1],
+            result["btgm"]["method"],
+            result["btgm"]["seconds"],
+            result["study_json"],
+        )
+        return result
 
 
 def _publish_quantiles(path: str) -> None:

@@ -42,6 +42,26 @@ def test_every_numeric_column_carries_its_unit(sample_bank):
     assert units["weekly_peak"] == "kW" and units["mae_flatness"] == "kWh" and units["log_p"] == "nats"
 
 
+def test_the_bank_says_what_it_is_and_read_checks_its_version(sample_bank, tmp_path):
+    """Schema version, the meters' time zone, the week convention, the resolution and the weight
+    semantics travel with the bank; a bank of another schema version is refused with the fix."""
+    import pyarrow.parquet as pq
+
+    path, gen = sample_bank
+    meta = bank.read(path).attrs["meta"]
+    assert meta["schema_version"] == bank.SCHEMA_VERSION and meta["tz"] == gen.meta["tz"] != "unknown"
+    assert meta["week_convention"].startswith("Monday 00:00 local") and meta["time_resolution_min"] == "30"
+    assert set(json.loads(meta["semantics"])) == {"log_p"}  # a bank of p: no weight, no log_q
+    t = pq.read_table(path)
+    for version, shown in ((None, r"1 \(before versions\)"), (b"1", "1"), (b"3", "3")):
+        md = {k: v for k, v in t.schema.metadata.items() if k != b"schema_version"}
+        if version:
+            md[b"schema_version"] = version
+        pq.write_table(t.replace_schema_metadata(md), tmp_path / "other.parquet")
+        with pytest.raises(ValueError, match=f"schema version {shown}; .*reads version 2.*energy-btgm tune"):
+            bank.read(tmp_path / "other.parquet")
+
+
 def test_a_column_without_a_unit_is_refused():
     import pyarrow as pa
 

@@ -29,6 +29,7 @@ LAYERS = [  # (layer, module prefixes), bottom first
     ("model", ("energy_btgm.model",)),
     ("tuning", ("energy_btgm.tuning",)),
     ("estimate", ("energy_btgm.estimate",)),
+    ("grid", ("energy_btgm.grid",)),
     ("outputs", ("energy_btgm.outputs",)),
     ("interface", ("energy_btgm.cli", "pipelines")),
 ]
@@ -104,7 +105,7 @@ def test_the_library_imports_no_orchestrator():
     assert not bad, f"the library must not import Prefect or Dask (pipelines/ wraps it): {bad}"
 
 
-@pytest.mark.parametrize("package", ["data", "model", "tuning", "estimate", "outputs", "core"])
+@pytest.mark.parametrize("package", ["data", "model", "tuning", "estimate", "grid", "outputs", "core"])
 def test_every_subpackage_says_what_it_owns_and_may_import(package):
     doc = ast.get_docstring(ast.parse((ROOT / "energy_btgm" / package / "__init__.py").read_text()))
     assert doc and "import" in doc and len(doc.split()) > 30, f"energy_btgm/{package}/__init__.py needs its docstring"

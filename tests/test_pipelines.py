@@ -98,34 +98,35 @@ def test_deployment_run_tune_peak_end_to_end(prefect_env, tiny_model, tmp_path):
                 break
             assert time.time() - t0 < 120, (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(2)
-        r = subprocess.run(
-            [
-                prefect,
-                "deployment",
-                "run",
-                "btgm-tune/tune-peak",
-                "-p",
-                f"store={store}",
-                "-p",
-                f"reports={tmp_path / 'reports'}",
-                "-p",
-                "steps=60",
-                "-p",
-                "n_bank=300",
-                "-p",
-                "target_kl=1.0",
-                "--watch",
-                "--watch-timeout",
-                "400",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=450,
+
+        def run_deployment(name: str, **params) -> None:
+            args = [x for k, v in params.items() for x in ("-p", f"{k}={v}")]
+            r = subprocess.run(
+                [prefect, "deployment", "run", name, *args, "--watch", "--watch-timeout", "400"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=450,
+            )
+            assert r.returncode == 0 and "Completed" in r.stdout, (
+                r.stdout[-2000:] + r.stderr[-2000:] + (tmp_path / "serve.log").read_text()[-3000:]
+            )
+
+        reports = tmp_path / "reports"
+        run_deployment("btgm-tune/tune-peak", store=store, reports=reports, steps=60, n_bank=300, target_kl=1.0)
+        # the grid study on the bank that run just wrote, by its deployment's name
+        run_deployment(
+            "grid-study/transformer-risk",
+            store=store,
+            reports=reports,
+            group_size=10,
+            scenarios=64,
+            seconds=2,
+            growth=8,
+            report="false",
         )
-        assert r.returncode == 0 and "Completed" in r.stdout, (
-            r.stdout[-2000:] + r.stderr[-2000:] + (tmp_path / "serve.log").read_text()[-3000:]
-        )
+        study = json.loads((tmp_path / "reports" / "grid" / "1-LV-rural2--0-sw-weekly-peak-n10" / "study.json").read_text())
+        assert study["config"]["growth"] == 8 and study["bank_study"]["scenarios"] == 64 and study["rejection"]["scenarios"] > 0
         # the serve process listens on nothing beyond loopback
         assert {a for a, _ in listening(serve.pid)} <= LOOPBACK, listening(serve.pid)
         # anyone who reaches the API can pass parameters: paths outside the allowed roots are refused
@@ -145,7 +146,7 @@ def test_deployment_run_tune_peak_end_to_end(prefect_env, tiny_model, tmp_path):
     summary = json.loads((store / "tuned" / "weekly-peak-n10" / "summary.json").read_text())
     assert Path(summary["bank"]).exists() and (tmp_path / "reports" / "latest" / "index.html").exists()
     r = subprocess.run([prefect, "artifact", "ls"], env=env, capture_output=True, text=True)
-    assert "btgm-weekly-peak-n10" in r.stdout, r.stdout
+    assert "btgm-weekly-peak-n10" in r.stdout and "grid-10-1-lv-rural2--0-sw" in r.stdout, r.stdout
 
 
 def test_failing_task_fails_the_flow_with_the_library_message(tiny_model, tmp_path):

@@ -221,7 +221,7 @@ def sample_table(tiny_model):
     gen = load_model(tiny_model / "models" / "vae-n10")
     curves, peaks, z = gen.sample(10, seed=0)
     t = bank.curves_table(curves, peaks, 10, z).append_column("weight", pa.array(np.ones(10)))
-    return t, dict(model=gen.path, model_sha256="0" * 64, seed=0, source="test")
+    return t, dict(model=gen.path, model_sha256="0" * 64, seed=0, tz="Europe/Paris", source="test")
 
 
 def _poison(table: pa.Table, column: str, row: int) -> pa.Table:

@@ -14,5 +14,11 @@ def write_samples(gen: Generator, n: int, out: Path, seed: int = 0) -> Path:
     curves, peaks, z = gen.sample(n, seed=seed)  # (n, T), (n,), (n, Z)
     table = bank.curves_table(curves, peaks, gen.meta["group_size"], z)
     return bank.write(
-        table, Path(out), model=gen.path, model_sha256=sha256_file(Path(gen.path) / "weights.pt"), seed=seed, source="p"
+        table,
+        Path(out),
+        model=gen.path,
+        model_sha256=sha256_file(Path(gen.path) / "weights.pt"),
+        seed=seed,
+        tz=gen.meta.get("tz", "unknown"),
+        source="p",
     )

@@ -236,6 +236,7 @@ def train(
                     "state": state,
                     "config": dataclasses.asdict(cfg),
                     "curves_sha256": checksum,
+                    "tz": _meters_tz(curves_file),
                 },
                 ckpt_path,
             )
@@ -264,6 +265,7 @@ def train(
         "train_config": dataclasses.asdict(cfg),
         "curves_file": str(curves_file),
         "curves_sha256": checksum,
+        "tz": _meters_tz(curves_file),
         "points_per_week": int(x_train.shape[1] - 1),
         "group_size": cfg.group_size,
         "n_curves": {k: int(len(v)) for k, v in data.items()},
@@ -285,6 +287,14 @@ def train(
     faults.point(f"replace {out.name}")
     replace_dir(work, out)
     return out
+
+
+def _meters_tz(curves_file: Path) -> str:
+    """The meters' local time zone the curves were built on (their manifest's), or "unknown"."""
+    try:
+        return json.loads((Path(curves_file).parent / "_manifest.json").read_text())["tz"]
+    except (OSError, ValueError, KeyError):
+        return "unknown"
 
 
 def latest_model(store: Path, group_size: int) -> Path:

@@ -376,6 +376,66 @@ def _comparisons(reports: Path, summary: dict) -> list[dict]:
     return out
 
 
+def _sig(x: float) -> str:
+    """A number to 3 significant digits, as ``_cell`` writes it (no exponent).
+
+    >>> [_sig(v) for v in (0.000352461, 61.37, 12345.6)]
+    ['0.000352', '61.4', '12,300']
+    """
+    return _cell(float(f"{x:.3g}"))
+
+
+def _grid_studies(reports: Path, summary: dict) -> list[dict]:
+    """The grid studies under ``reports/grid/``: overload and voltage risk, BTGM beside rejection, and their figures."""
+    out = []
+    for path in sorted((reports / "grid").glob("*/study.json")):
+        g = json.loads(path.read_text())
+        summary.setdefault("grid", {})[path.parent.name] = g
+        c = g["config"]
+        events = {
+            "trafo_overload": f"transformer above {c['trafo_limit']:g} %",
+            "voltage_out_of_band": f"a bus outside {c['v_min']:g}–{c['v_max']:g} pu",
+        }
+        rows = []
+        for event, text in events.items():
+            for name, part in ((f"BTGM ({g['btgm']['method']})", g["btgm"]), ("rejection sampling", g["rejection"])):
+                e = part["estimates"][event]
+                weighted = name.startswith("BTGM") and "ess" in e
+                rows.append(
+                    [
+                        text,
+                        name,
+                        f"{_sig(e['p'])} [{_sig(e['ci'][0])}, {_sig(e['ci'][1])}]",
+                        _one_in(e["p"]),
+                        _cell(int(part["scenarios"])),
+                        _cell(int(e["hits"])),
+                        _sig(part["seconds"]),
+                        *(_weights_cells(e)[:2] if weighted else ["–", "–"]),
+                    ]
+                )
+        figs = {
+            k: data_uri((path.parent / f).read_bytes()) if (path.parent / f).exists() else None
+            for k, f in (("loading", "loading.png"), ("worst", "worst_weeks.png"))
+        }
+        gs = g["grid_summary"]
+        out.append(
+            {
+                "grid": g["grid"],
+                "criterion": g["criterion"],
+                "group_size": g["group_size"],
+                "growth": f"{c['growth']:g}",
+                "description": f"{gs['buses']} buses, {gs['loads']} loads, transformer "
+                f"{', '.join(f'{r:g}' for r in gs['trafo_rating_kva'])} kVA; {g['allocation']}, power factor "
+                f"{c['power_factor']:g}. An AC power flow at every half-hour of every week simulated "
+                f"({_cell(int(g['power_flows_per_second']))} power flows per second).",
+                "rows": rows,
+                "why": "BTGM's estimate: " + g["btgm"]["why"] + ".",
+                **figs,
+            }
+        )
+    return out
+
+
 def build(store: Path, reports: Path, run: str = "latest") -> Path:
     """Write ``<reports>/<run>/index.html`` and ``summary.json``; return the HTML path."""
     store, reports = Path(store), Path(reports)
@@ -397,6 +457,7 @@ def build(store: Path, reports: Path, run: str = "latest") -> Path:
         assessments=_assessments(reports, summary),
         comparisons=comparisons,
         headline=_headline(list(summary.get("compare", {}).values())),
+        grid_studies=_grid_studies(reports, summary),
     )
     faults.point("report rendered")
     text = to_json(summary, f"the report {reports / run}", indent=1, default=float)  # before anything is written

@@ -163,6 +163,7 @@ def tune_criterion(
         model=model_dir,
         model_sha256=model_sha,
         seed=seed,
+        tz=gen.meta.get("tz", "unknown"),
         source="btgm",
         criterion=criterion,
         target=json.dumps(target),
@@ -170,6 +171,8 @@ def tune_criterion(
         weights_ess=f"{summary['bank_weights']['ess']:.1f}",
         weights_pareto_k=str(summary["bank_weights"]["pareto_k"]),
         good_for=summary["bank_weights"]["good_for"],
+        flow=str(store / "tuned" / name),
+        run=run,
     )
     summary["bank"] = str(bank_file)
     summary["flow_dir"] = str(store / "tuned" / name)
@@ -184,6 +187,7 @@ def tune_criterion(
                 "beta": res.beta,
                 "model": str(model_dir),
                 "model_sha256": model_sha,
+                "run": run,
             },
             out / "flow.pt",
         )
