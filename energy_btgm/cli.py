@@ -386,6 +386,8 @@ def _cmd_grid_study(args: argparse.Namespace) -> int:
     )
     bt, rj = result["btgm"], result["rejection"]
     print(f"  BTGM's estimate: {bt['method']} ({bt['why']})")
+    if b.get("tune_seconds"):
+        print(f"  (the bank's tune took {b['tune_seconds']:.0f} s before the study; not counted in BTGM's time)")
     limits = {
         "trafo_overload": f"transformer above {cfg.trafo_limit:g} %",
         "voltage_out_of_band": f"a bus outside {cfg.v_min:g}-{cfg.v_max:g} pu",
@@ -396,7 +398,14 @@ def _cmd_grid_study(args: argparse.Namespace) -> int:
             e = part["estimates"][event]
             print(
                 f"    {name:<10} {e['p']:.3g} [95% CI {e['ci'][0]:.3g}, {e['ci'][1]:.3g}]  "
-                f"({part['seconds']:.0f} s, {part['scenarios']:,} weeks, {e['hits']:,} with the event)"
+                f"({part['seconds']:.0f} s, {part['scenarios']:,} weeks, {e['hits']:,} with the event"
+                + (
+                    f"; weights ESS {e['ess']:.0f}, Pareto k̂ {'n/a' if e['pareto_k'] is None else format(e['pareto_k'], '.2f')}"
+                    + ("" if e["reliable"] else ": NOT reliable")
+                    if name == "BTGM" and result["bank_study"]["tuned"]
+                    else ""
+                )
+                + ")"
             )
     if result["failures"]["count"]:
         first = result["failures"]["first"][0]
@@ -734,6 +743,13 @@ def build_parser() -> argparse.ArgumentParser:
     _option(p, StudyConfig, "power_factor", metavar="PF", help="power factor of every load (reactive power from it)")
     _option(p, StudyConfig, "max_homes_per_load", metavar="K", help="most homes one grid load may stand for")
     _option(p, StudyConfig, "resolution_min", metavar="MIN", help="resolution the study expects of the bank (0: the bank's)")
+    _option(
+        p,
+        StudyConfig,
+        "estimator",
+        choices=["auto", "bank", "proposal"],
+        help="BTGM's estimate: the bank's weights where they pass and else a proposal built for the event (auto), or one of them",
+    )
     _option(p, StudyConfig, "seed", metavar="S", help="random seed")
     p.add_argument("--out", metavar="DIR", help="output folder (default: <reports>/grid/<grid>-<criterion>-n<group>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -22,6 +22,7 @@ class StudyConfig:
     power_factor: float = 0.95
     max_homes_per_load: float = 4.0
     resolution_min: int = 0
+    estimator: str = "auto"
     seed: int = 0
 
     def grid_config(self) -> GridConfig:
@@ -35,5 +36,7 @@ class StudyConfig:
             raise ParameterError(f"--seconds must be positive, got {self.seconds}")
         if not self.trafo_limit > 0:
             raise ParameterError(f"--trafo-limit is a loading in percent of the rating, got {self.trafo_limit}")
+        if self.estimator not in ("auto", "bank", "proposal"):
+            raise ParameterError(f"--estimator must be auto, bank or proposal, got {self.estimator!r}")
         if not 0 < self.v_min < self.v_max:
             raise ParameterError(f"the voltage band must satisfy 0 < --v-min < --v-max, got {self.v_min}-{self.v_max}")

@@ -168,6 +168,25 @@ def _rejection(study: Study, gen: Generator, seconds: float, seed: int, progress
     return weeks, est, time.perf_counter() - t0
 
 
+def _in_store(bank_path: Path, recorded: str, folder: str) -> Path:
+    """A path the bank's metadata records (relative to where its tune ran), found from the bank's own store
+    when the working directory differs: ``<store>/<folder>/<name>``, the store being the bank's ``banks/`` parent."""
+    path = Path(recorded)
+    if path.exists():
+        return path
+    parents = [p for p in Path(bank_path).resolve().parents if p.name == "banks"]
+    return parents[0].parent / folder / path.name if parents else path
+
+
+def _tune_seconds(meta: dict) -> float | None:
+    """What the tune that wrote the bank cost (its summary's seconds), where the summary is still that run's."""
+    try:
+        s = json.loads((Path(meta["flow"]) / "summary.json").read_text())
+    except (KeyError, OSError, ValueError):
+        return None
+    return s.get("seconds") if s.get("run") == meta.get("run") else None
+
+
 def _bank_flow(meta: dict, group_size: int, beta: float | None):
     """The tuned weekly-peak flow that drew the bank, if it is still in the store (same model, same β)."""
     if meta.get("criterion") != "weekly-peak":
@@ -234,7 +253,8 @@ def run_study(bank_path: Path, cfg: StudyConfig, progress: bool = False, net=Non
             f"bank {bank_path} is at {resolution}-minute resolution and the study expects {cfg.resolution_min} "
             f"minutes; pass --resolution-min {resolution} or study a bank at {cfg.resolution_min} minutes"
         )
-    model_dir = Path(meta["model"])
+    model_dir = _in_store(bank_path, meta["model"], "models")
+    meta = meta | ({"flow": str(_in_store(bank_path, meta["flow"], "tuned"))} if "flow" in meta else {})
     gen = load_model(model_dir)
     if sha256_file(model_dir / "weights.pt") != meta["model_sha256"]:
         raise ValueError(f"bank {bank_path} came from another version of model {model_dir}; rerun `energy-btgm tune`")
@@ -268,6 +288,7 @@ def run_study(bank_path: Path, cfg: StudyConfig, progress: bool = False, net=Non
         "reliable": bool(event["reliable"] or not tuned),
         "problems": event["problems"],
         "all_weights": {"ess": overall["ess"], "pareto_k": overall["pareto_k"], "reliable": overall["reliable"]},
+        "tune_seconds": _tune_seconds(meta),
         "scenarios_per_second": n / bank_seconds,
     }
 
@@ -275,13 +296,19 @@ def run_study(bank_path: Path, cfg: StudyConfig, progress: bool = False, net=Non
     peak_max = float(np.max(X.max(1)))
     t_star = study.peak_threshold_kw(peak_max)
     t_star_group = t_star  # group demand before growth, like the bank's curves
-    if bank_part["reliable"]:
+    if cfg.estimator == "bank" or (cfg.estimator == "auto" and bank_part["reliable"]):
         btgm = {
             "method": "tuned bank",
             "estimates": bank_est,
             "seconds": bank_seconds,
             "scenarios": n,
-            "why": "the bank's weights pass (ESS and Pareto k̂)" if tuned else "the bank is drawn from p",
+            "why": (
+                "the bank's weights on its overload weeks pass (ESS and Pareto k̂)"
+                if bank_part["reliable"]
+                else "asked for (--estimator bank), although its weights fail: " + "; ".join(event["problems"])
+            )
+            if tuned
+            else "the bank is drawn from p",
         }
         prop_weeks = None
     elif t_star_group is None:
@@ -314,8 +341,12 @@ def run_study(bank_path: Path, cfg: StudyConfig, progress: bool = False, net=Non
             "seconds": prop_seconds,
             "scenarios": len(prop_weeks),
             "proposal": info,
-            "why": "the tuned bank's weights on its overload weeks fail (" + "; ".join(event["problems"]) + "), so the "
-            "study drew from a "
+            "why": (
+                "asked for (--estimator proposal)"
+                if cfg.estimator == "proposal"
+                else "the tuned bank's weights on its overload weeks fail (" + "; ".join(event["problems"]) + ")"
+            )
+            + ", so the study drew from a "
             f"proposal built for the event (weekly peak of the group ≥ {t_star_group:.1f} kW)",
         }
 
@@ -486,7 +517,10 @@ def latest_bank(store: Path, criterion: str = "weekly-peak", group_size: int = 1
             f"no tuned {criterion} bank for groups of {group_size} in {store}; run "
             f"`energy-btgm tune {criterion} --group-size {group_size}` or give the bank's path"
         )
-    return Path(json.loads(summary.read_text())["bank"])
+    bank_path = Path(json.loads(summary.read_text())["bank"])
+    parts = bank_path.parts
+    # the summary records the path as the tune saw it; rebuild it under this store (the cwd may differ)
+    return Path(store).joinpath(*parts[parts.index("banks") :]) if "banks" in parts else bank_path
 
 
 def study_bank(bank_path: Path, cfg: StudyConfig, reports: Path, out: Path | None = None, progress: bool = False) -> dict:
