@@ -75,7 +75,9 @@ for grid, growth, seed, estimator in (
     k = int((peaks >= t_star).sum())
     lo, hi = wilson(k, len(peaks))
     tag = f"{grid} x{growth:g} seed {seed}"
-    report("grid", f"{tag}: reference P(overload) from {len(peaks):,} draws of p", f"{k / len(peaks):.3g} [{lo:.3g}, {hi:.3g}]", "")
+    report(
+        "grid", f"{tag}: reference P(overload) from {len(peaks):,} draws of p", f"{k / len(peaks):.3g} [{lo:.3g}, {hi:.3g}]", ""
+    )
     for name, part in (("BTGM (" + r["btgm"]["method"] + ")", r["btgm"]), ("rejection", r["rejection"])):
         e = part["estimates"]["trafo_overload"]
         covers = "yes" if e["ci"][0] <= k / len(peaks) <= e["ci"][1] else "NO"

@@ -227,17 +227,22 @@ def _fresh_tune(
     steps: int | None = None,
     n_bank: int = 10_000,
 ) -> bool:
-    """The tune records the current model's checksum and this run's target, seed, tuning settings and bank size."""
+    """The tune records the current model's checksum and this run's target, seed, tuning settings and bank size,
+    and its bank has the schema this code reads."""
     s, w = store / "tuned" / f"{criterion}-n{n}" / "summary.json", store / "models" / f"vae-n{n}" / "weights.pt"
     if not (s.exists() and w.exists()):
         return False
     doc = json.loads(s.read_text())
-    return (doc.get("model_sha256"), doc.get("top_fraction"), doc.get("seed"), doc.get("tune_config"), doc.get("n_bank")) == (
+    from energy_btgm.bank import SCHEMA_VERSION
+
+    keys = ("model_sha256", "top_fraction", "seed", "tune_config", "n_bank", "bank_schema")
+    return tuple(doc.get(k) for k in keys) == (
         sha256_file(w),
         top_fraction,
         seed,
         dataclasses.asdict(_tune_config(steps, seed)),
         n_bank,
+        SCHEMA_VERSION,
     )
 
 

@@ -410,7 +410,7 @@ def _grid_studies(reports: Path, summary: dict) -> list[dict]:
                         _cell(int(part["scenarios"])),
                         _cell(int(e["hits"])),
                         _sig(part["seconds"]),
-                        *(_weights_cells(e)[:2] if weighted else ["–", "–"]),
+                        *(_weights_cells(e) if weighted else ["–", "–", "–"]),
                     ]
                 )
         figs = {

@@ -141,6 +141,7 @@ def tune_criterion(
         "model_sha256": model_sha,
         "seed": seed,
         "n_bank": n_bank,
+        "bank_schema": bank.SCHEMA_VERSION,
         "tune_config": dataclasses.asdict(cfg),
         "code_version": code_version(),
         "run": run,
