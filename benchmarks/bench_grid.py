@@ -10,7 +10,8 @@ Needs the demo's 100-home model and its tuned weekly-peak bank (`make demo`) and
    Wilson interval. The study's estimates (the bank's weights, a proposal built for the event, and
    rejection sampling at equal wall time) are printed beside it, for each grid, growth and seed:
    rural2 at demand x 1.5 (what `make grid-demo` runs) and, not tuned on, semiurb4 at x 2.4 and
-   another seed.
+   another seed. It also checks the equivalence on the simulated bank weeks, and the tuned bank's
+   interval over 10 disjoint slices of 1,000 of its weeks.
 Usage: python benchmarks/bench_grid.py [--store ../data] [--seconds 60] [--reference 3000000]
 """
 
@@ -23,7 +24,8 @@ import numpy as np
 import torch
 from _common import report
 
-from energy_btgm.estimate.estimators import wilson
+from energy_btgm.bank import read as read_bank
+from energy_btgm.estimate.estimators import weighted_estimates, wilson
 from energy_btgm.grid.config import StudyConfig
 from energy_btgm.grid.network import injections
 from energy_btgm.grid.powerflow import runpp_metrics
@@ -37,6 +39,7 @@ ap.add_argument("--reference", type=int, default=3_000_000)
 a = ap.parse_args()
 store = Path(a.store)
 bank = latest_bank(store, "weekly-peak", 100)
+bank_df = read_bank(bank)
 gen = load_model(store / "models" / "vae-n100")
 
 # 1. cost
@@ -88,6 +91,17 @@ for grid, growth, seed, estimator in (
             "",
             f"interval covers the reference: {covers}",
         )
+    # the sharing rule's equivalence on the simulated bank weeks, and the bank estimator's coverage over
+    # 10 disjoint slices of 1,000 bank weeks (the event read off peak >= t*, exact by the equivalence)
+    weeks_b = r["weeks"][r["weeks"]["source"] == "bank"]
+    pk, w = bank_df["peak_kw"].to_numpy(np.float64), bank_df["weight"].to_numpy(np.float64)
+    mismatch = int(((pk[: len(weeks_b)] >= t_star) != (weeks_b["trafo_loading_pct"] > cfg.trafo_limit).to_numpy()).sum())
+    report("grid", f"{tag}: bank weeks where power flow and peak >= t* disagree", mismatch, "weeks", "0")
+    covered = 0
+    for i in range(10):
+        e = weighted_estimates((pk[i * 1000 : (i + 1) * 1000] >= t_star).astype(float), w[i * 1000 : (i + 1) * 1000], 0.5, 0.5)
+        covered += e["exceedance_ci"][0] <= k / len(peaks) <= e["exceedance_ci"][1]
+    report("grid", f"{tag}: tuned-bank intervals (10 slices of 1,000 weeks) covering the reference", covered, "of 10", ">= 9")
     b, rj = r["btgm"]["estimates"]["trafo_overload"], r["rejection"]["estimates"]["trafo_overload"]
     width = lambda e: e["ci"][1] - e["ci"][0]  # noqa: E731
     report("grid", f"{tag}: interval width rejection / BTGM", round(width(rj) / max(width(b), 1e-300), 1), "x")
