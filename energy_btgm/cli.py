@@ -334,6 +334,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         seed=args.seed,
         n_reference=args.reference_samples,
         progress=not args.quiet,
+        proposal=args.proposal,
     )
     print(
         f"{args.criterion} on groups of {r['group_size']}, {args.seconds:g} s per method "
@@ -707,6 +708,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--seconds", type=float, default=60.0, metavar="S", help="wall-clock budget per method and level (default: 60)"
     )
     p.add_argument("--reference-samples", type=int, default=10_000_000, help="reference size (default: 10^7; cached)")
+    p.add_argument(
+        "--proposal",
+        choices=["flows", "modes"],
+        default="flows",
+        help="BTGM's proposal: tuned flows (default) or the mode-finding cross-entropy mixture (estimate/modes.py)",
+    )
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_compare)

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from energy_btgm.errors import ParameterError
 from energy_btgm.estimate.comparison import compare
 from energy_btgm.tuning.engine import TuneConfig
 
@@ -76,3 +77,25 @@ def test_far_tail_of_the_weekly_peak_uses_one_flow_per_day(tiny_model, tmp_path)
     assert e["btgm"]["proposals"] == 7 and e["btgm"]["decoder_evaluations"] > 0
     assert e["reference"]["tail_samples"] >= 30
     assert_agrees_with_reference(e, 1e-4, 400_000)
+
+
+def test_compare_with_the_mode_finding_proposal(tiny_model, tmp_path):
+    """--proposal modes: the cross-entropy mixture (no criterion name in its code) on the Wednesday gap far in
+    the tail, its estimate agreeing with the reference within both their noises, with its diagnostics."""
+    r = compare(
+        tiny_model / "models" / "vae-n10",
+        "wednesday-gap",
+        [0.999],
+        seconds=3,
+        out_dir=tmp_path / "out",
+        cache_dir=tmp_path / "cache",
+        n_reference=400_000,
+        proposal="modes",
+    )
+    assert r["proposal"] == "modes"
+    e = r["levels"]["0.999"]
+    assert e["btgm"]["train_seconds"] > 0 and e["btgm"]["decoder_evaluations"] > 8000
+    assert_agrees_with_reference(e, 0.001, 400_000)
+    assert e["btgm"]["pareto_k"] is not None and e["btgm"]["pareto_k"] < 0.7
+    with pytest.raises(ParameterError, match="--proposal must be flows or modes"):
+        compare(tiny_model / "models" / "vae-n10", "wednesday-gap", [0.99], 1, tmp_path, tmp_path / "cache", proposal="x")

@@ -80,6 +80,31 @@ def run_btgm(gen, crit, u: float, seconds: float, seed: int, cfg: TuneConfig) ->
     return out, prop.train_seconds, time.perf_counter() - t0, prop.train_evals + len(out["f"])
 
 
+def run_modes(gen, crit, u: float, seconds: float, seed: int) -> tuple[dict, float, float, int]:
+    """The mode-finding proposal (``estimate.modes``): the multilevel cross-entropy search for the tail of
+    mass 1.5·(1 − u) (counted in the budget), then draws of the mixture until the budget is spent."""
+    from energy_btgm.estimate.modes import ModesConfig, find_modes, log_std_normal
+
+    t0 = time.perf_counter()
+
+    def f(z: np.ndarray) -> np.ndarray:
+        return score(gen, crit, torch.as_tensor(z, dtype=torch.float32))["f"]
+
+    q, search = find_modes(f, gen.latent_dim, cfg=ModesConfig(n=8000), seed=seed, mass=min(1.5 * (1 - u), 0.5))
+    t_train = time.perf_counter() - t0
+    rng = np.random.default_rng(seed + 1)
+    parts = {"f": [], "peak": [], "df": [], "w": []}
+    while time.perf_counter() - t0 < seconds or not parts["f"]:
+        z = q.sample(BATCH, rng)
+        s = score(gen, crit, torch.as_tensor(z, dtype=torch.float32))
+        for k in ("f", "peak", "df"):
+            parts[k].append(s[k])
+        parts["w"].append(np.exp(log_std_normal(z) - q.log_prob(z)))
+    out = {k: np.concatenate(v) for k, v in parts.items()}
+    out["group"] = np.zeros(len(out["f"]), np.int64)
+    return out, t_train, time.perf_counter() - t0, search["evaluations"] + len(out["f"])
+
+
 def out_dir_for(reports: Path, criterion: str, group_size: int) -> Path:
     """Where a comparison is written under the reports folder (and where ``report`` finds it)."""
     return Path(reports) / "compare" / f"{criterion}-n{group_size}"
@@ -97,8 +122,10 @@ def compare(
     cfg: TuneConfig | None = None,
     real_test: np.ndarray | None = None,
     progress: bool = False,
+    proposal: str = "flows",
 ) -> dict:
-    """Run the comparison and write ``compare.json`` in ``out_dir``; return its content."""
+    """Run the comparison and write ``compare.json`` in ``out_dir``; return its content. ``proposal``: BTGM's
+    flows (``estimate.proposal``) or the mode-finding mixture (``estimate.modes``)."""
     gen = load_model(model_dir)
     crit = criteria.get(criterion)
     if crit.direction != 1:
@@ -106,6 +133,8 @@ def compare(
     for u in levels:
         if not 0 < u < 1:
             raise ParameterError(f"--levels must lie in (0, 1), got {u}")
+    if proposal not in ("flows", "modes"):
+        raise ParameterError(f"--proposal must be flows or modes, got {proposal!r}")
     cfg = cfg or PROPOSAL_CONFIG
     n_group = gen.meta["group_size"]
     curves_file = Path(gen.meta.get("curves_file", ""))
@@ -125,6 +154,7 @@ def compare(
         "group_size": n_group,
         "seconds_budget": seconds,
         "seed": seed,
+        "proposal": proposal,
         "proposal_config": dataclasses.asdict(cfg),
         "reference_samples": len(ref["f"]),
         "levels": {},
@@ -153,7 +183,8 @@ def compare(
             seconds_per_10k_effective_tail=10_000 / max(rate * (1 - u), 1e-12),
             **{f"tail_{k}": v for k, v in df_admd(rs["df"], rs["peak"], n_group, rs["f"] >= rej["quantile"]).items()},
         )
-        bt, t_train, bt_seconds, evals = run_btgm(gen, crit, u, seconds, seed + int(u * 1e6), cfg)
+        run = run_btgm if proposal == "flows" else (lambda g, c, uu, sec, sd, _cfg: run_modes(g, c, uu, sec, sd))
+        bt, t_train, bt_seconds, evals = run(gen, crit, u, seconds, seed + int(u * 1e6), cfg)
         est = weighted_estimates(bt["f"], bt["w"], u, t_ref, bt["group"])
         pos = bt["w"] > 0  # each stratum's draws inside it, with their weights p/q of that stratum's proposal
         d = diagnose(np.log(bt["w"][pos]), bt["group"][pos])

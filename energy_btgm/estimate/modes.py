@@ -33,11 +33,10 @@ from energy_btgm.estimate.estimators import Z95
 
 @dataclasses.dataclass
 class Mixture:
-    """q(z) = (1 − ε)·Σ_k π_k N(μ_k, Σ_k) + ε·N(0, I)."""
+    """q(z) = (1 − ε)·Σ_k π_k N(μ_k, I) + ε·N(0, I)."""
 
     weights: np.ndarray  # (K,) summing to 1
     means: np.ndarray  # (K, Z)
-    chols: np.ndarray  # (K, Z, Z) lower Cholesky factors of Σ_k
     defensive: float
 
     @property
@@ -47,14 +46,14 @@ class Mixture:
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         n_def = rng.binomial(n, self.defensive)
         k = rng.choice(len(self.weights), size=n - n_def, p=self.weights)  # (n - n_def,)
-        e = rng.standard_normal((n - n_def, self.dim))
-        z = self.means[k] + np.einsum("nij,nj->ni", self.chols[k], e)  # μ_k + L_k e
+        z = self.means[k] + rng.standard_normal((n - n_def, self.dim))
         return np.concatenate([z, rng.standard_normal((n_def, self.dim))])
 
     def log_prob(self, z: np.ndarray) -> np.ndarray:
         """log q(z) (n,) for z (n, Z)."""
-        comps = [_log_gauss(z, m, L) for m, L in zip(self.means, self.chols)]  # K × (n,)
-        log_mix = logsumexp(np.stack(comps, 1) + np.log(self.weights)[None], axis=1)  # (n,)
+        # |z − μ_k|² = |z|² − 2 z·μ_k + |μ_k|²: (n, K) without an (n, K, Z) array
+        sq = (z**2).sum(1)[:, None] - 2 * z @ self.means.T + (self.means**2).sum(1)[None]
+        log_mix = logsumexp(-0.5 * sq + np.log(self.weights)[None], axis=1) - 0.5 * self.dim * math.log(2 * math.pi)
         return np.logaddexp(math.log1p(-self.defensive) + log_mix, math.log(self.defensive) + log_std_normal(z))
 
 
@@ -62,23 +61,15 @@ def log_std_normal(z: np.ndarray) -> np.ndarray:
     return -0.5 * (z**2).sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
 
 
-def _log_gauss(z: np.ndarray, mean: np.ndarray, chol: np.ndarray) -> np.ndarray:
-    """log N(z; mean, L Lᵀ) (n,)."""
-    from scipy.linalg import solve_triangular
-
-    y = solve_triangular(chol, (z - mean).T, lower=True)  # (Z, n)
-    return -0.5 * (y**2).sum(0) - np.log(np.diag(chol)).sum() - 0.5 * z.shape[1] * math.log(2 * math.pi)
-
-
 def _fit(z: np.ndarray, w: np.ndarray, k_max: int, min_mass: float, rng: np.random.Generator, iters: int = 30) -> tuple:
     """A weighted mixture of at most k_max unit-covariance Gaussians N(μ_k, I): k-means++ seeds, EM on the
     means and weights, components with less than ``min_mass`` of the weight dropped, and components
-    closer than one standard deviation merged. Returns (weights, means, chols).
+    closer than one standard deviation merged. Returns (weights, means).
 
     Unit covariances: the tail of N(0, I) beyond a smooth boundary is close to a shifted N(μ, I), and a
     fitted covariance collapses on a few heavily weighted draws (the weights p/q of one level make the
     next level's fit degenerate); against N(μ, I) the weight p/q = exp(−μ·z + |μ|²/2) stays tame."""
-    n, d = z.shape
+    n = len(z)
     w = w / w.sum()
     centres = [z[rng.choice(n, p=w)]]  # weighted k-means++ seeding
     for _ in range(k_max - 1):
@@ -89,7 +80,8 @@ def _fit(z: np.ndarray, w: np.ndarray, k_max: int, min_mass: float, rng: np.rand
     means = np.array(centres)
     pis = np.full(len(means), 1 / len(means))
     for _ in range(iters):
-        log_r = -0.5 * ((z[:, None, :] - means[None]) ** 2).sum(2) + np.log(pis)[None]  # (n, K)
+        sq = (z**2).sum(1)[:, None] - 2 * z @ means.T + (means**2).sum(1)[None]  # (n, K) squared distances
+        log_r = -0.5 * sq + np.log(pis)[None]
         r = np.exp(log_r - logsumexp(log_r, 1, keepdims=True)) * w[:, None]  # weighted responsibilities
         mass = r.sum(0)
         keep = mass > min_mass
@@ -106,7 +98,7 @@ def _fit(z: np.ndarray, w: np.ndarray, k_max: int, min_mass: float, rng: np.rand
             merged_w.append(pis[k])
             merged_m.append(means[k])
     weights, means = np.array(merged_w), np.array(merged_m)
-    return weights / weights.sum(), means, np.repeat(np.eye(d)[None], len(means), 0)
+    return weights / weights.sum(), means
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +113,12 @@ class ModesConfig:
     max_levels: int = 30
 
 
-def find_modes(f, dim: int, threshold: float, cfg: ModesConfig = ModesConfig(), seed: int = 0) -> tuple[Mixture, dict]:
-    """The cross-entropy mixture proposal for {f ≥ threshold}; and its search (levels, evaluations)."""
+def find_modes(
+    f, dim: int, threshold: float = math.inf, cfg: ModesConfig = ModesConfig(), seed: int = 0, mass: float | None = None
+) -> tuple[Mixture, dict]:
+    """The cross-entropy mixture proposal for {f ≥ threshold}, or, with ``mass``, for the tail of that
+    probability under p (the level found on the way: the weighted (1 − mass)-quantile, where the
+    current draws reach it); and its search (levels, evaluations)."""
     rng = np.random.default_rng(seed)
     q = None
     levels, evals = [], 0
@@ -132,11 +128,17 @@ def find_modes(f, dim: int, threshold: float, cfg: ModesConfig = ModesConfig(), 
         evals += cfg.n
         log_w = np.zeros(cfg.n) if q is None else log_std_normal(z) - q.log_prob(z)
         gamma = min(threshold, float(np.quantile(fz, 1 - cfg.rho)))
+        if mass is not None:  # P(f ≥ γ) under p, from these draws: the level that holds ``mass`` ends the search
+            w_all = np.exp(log_w)
+            order = np.argsort(-fz)
+            surv = np.cumsum(w_all[order]) / cfg.n  # P(f ≥ f_(i)), descending f
+            if surv[int((fz >= gamma).sum()) - 1] <= mass:
+                threshold = gamma = float(fz[order][min(int(np.searchsorted(surv, mass)), cfg.n - 1)])
         elite = fz >= gamma
         levels.append(gamma)
         w = np.exp(log_w[elite] - log_w[elite].max())
-        pis, means, chols = _fit(z[elite], w, cfg.k_max, cfg.min_mass, rng)
-        q = Mixture(pis, means, chols, cfg.defensive)
+        pis, means = _fit(z[elite], w, cfg.k_max, cfg.min_mass, rng)
+        q = Mixture(pis, means, cfg.defensive)
         if gamma >= threshold:
             break
     return q, {"levels": levels, "evaluations": evals, "components": len(q.weights)}
