@@ -80,9 +80,10 @@ def run_btgm(gen, crit, u: float, seconds: float, seed: int, cfg: TuneConfig) ->
     return out, prop.train_seconds, time.perf_counter() - t0, prop.train_evals + len(out["f"])
 
 
-def run_modes(gen, crit, u: float, seconds: float, seed: int) -> tuple[dict, float, float, int]:
+def run_modes(gen, crit, u: float, seconds: float, seed: int, cfg: TuneConfig | None = None) -> tuple[dict, float, float, int]:
     """The mode-finding proposal (``estimate.modes``): the multilevel cross-entropy search for the tail of
-    mass 1.5·(1 − u) (counted in the budget), then draws of the mixture until the budget is spent."""
+    mass 1.5·(1 − u) (counted in the budget), then draws of the mixture until the budget is spent. Called
+    like ``run_btgm``; it trains no flow, so ``cfg`` is unused."""
     from energy_btgm.estimate.modes import ModesConfig, find_modes, log_std_normal
 
     t0 = time.perf_counter()
@@ -183,7 +184,7 @@ def compare(
             seconds_per_10k_effective_tail=10_000 / max(rate * (1 - u), 1e-12),
             **{f"tail_{k}": v for k, v in df_admd(rs["df"], rs["peak"], n_group, rs["f"] >= rej["quantile"]).items()},
         )
-        run = run_btgm if proposal == "flows" else (lambda g, c, uu, sec, sd, _cfg: run_modes(g, c, uu, sec, sd))
+        run = run_btgm if proposal == "flows" else run_modes
         bt, t_train, bt_seconds, evals = run(gen, crit, u, seconds, seed + int(u * 1e6), cfg)
         est = weighted_estimates(bt["f"], bt["w"], u, t_ref, bt["group"])
         pos = bt["w"] > 0  # each stratum's draws inside it, with their weights p/q of that stratum's proposal

@@ -21,6 +21,14 @@ from energy_btgm.store import atomic_write_bytes, atomic_write_parquet
 FORMATS = ("long-csv", "wide-csv", "long-parquet")
 
 
+def monday(week_start: str) -> pd.Timestamp:
+    """``--week-start`` as a timestamp, or a clear error if it is not a Monday."""
+    start = pd.Timestamp(week_start)
+    if start.day_of_week != 0:
+        raise ParameterError(f"--week-start must be a Monday, got {week_start} ({start.day_name()})")
+    return start
+
+
 def export(path: Path, out: Path, fmt: str = "long-csv", week_start: str = "2024-01-01") -> Path:
     """Write the bank's curves as a timestamped table: long-csv, wide-csv or long-parquet.
 
@@ -29,9 +37,7 @@ def export(path: Path, out: Path, fmt: str = "long-csv", week_start: str = "2024
     """
     if fmt not in FORMATS:
         raise ParameterError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    start = pd.Timestamp(week_start)
-    if start.day_of_week != 0:
-        raise ParameterError(f"--week-start must be a Monday, got {week_start} ({start.day_name()})")
+    start = monday(week_start)
     df = bank.read(path)
     X = df.attrs["load_kw"]  # (N, T)
     N, T = X.shape

@@ -31,6 +31,7 @@ import pandas as pd
 
 from energy_btgm import bank
 from energy_btgm.errors import ParameterError
+from energy_btgm.outputs.export import monday
 from energy_btgm.store import atomic_dir
 
 FORMATS = ("pypsa", "opendss", "gridlabd", "pandapower")
@@ -39,9 +40,9 @@ FORMATS = ("pypsa", "opendss", "gridlabd", "pandapower")
 def week_times(week_start: str, T: int, step_min: int, tz: str) -> pd.DatetimeIndex:
     """The T local wall times of the week starting ``week_start`` (a Monday), tz-aware in ``tz`` where the
     zone is known; a week with a clock change is refused (the bank's weeks are on a nominal grid)."""
-    start = pd.Timestamp(week_start)
-    if start.day_of_week != 0 or start != start.normalize():
-        raise ParameterError(f"--week-start must be a Monday at 00:00, got {week_start} ({start.day_name()})")
+    start = monday(week_start)
+    if start != start.normalize():
+        raise ParameterError(f"--week-start must be a Monday at 00:00, got {week_start}")
     wall = pd.date_range(start, periods=T, freq=f"{step_min}min")
     if tz in ("", "unknown"):
         return wall
