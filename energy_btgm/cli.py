@@ -710,9 +710,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference-samples", type=int, default=10_000_000, help="reference size (default: 10^7; cached)")
     p.add_argument(
         "--proposal",
-        choices=["flows", "modes"],
-        default="flows",
-        help="BTGM's proposal: tuned flows (default) or the mode-finding cross-entropy mixture (estimate/modes.py)",
+        choices=["modes", "flows"],
+        default="modes",
+        help="BTGM's proposal: the mode-finding cross-entropy mixture (default; estimate/modes.py) or a tuned flow "
+        "with defensive components (estimate/proposal.py)",
     )
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -28,7 +28,7 @@ def test_refinement_moves_a_crude_proposal_onto_the_tail():
     exact = 1 - 0.9772498680518208**2
     gen, crit = IdentityDecoder(), criteria.get("weekly-peak")
     torch.manual_seed(0)
-    prop = Proposal([LatentFlow(2, transforms=2, hidden=32)], False, np.ones(1), 0.0, 0)
+    prop = Proposal([LatentFlow(2, transforms=2, hidden=32)], np.ones(1), 0.0, 0)
 
     def rel_var(seed):
         s = sample_proposal(gen, crit, prop, 0.0, torch.Generator().manual_seed(seed), batch=200_000)
@@ -79,7 +79,7 @@ def test_defensive_mixture_tames_the_weights_of_a_too_narrow_flow():
     to that of the optimal mean shift (≈ 3 per sample), the estimate is unbiased and covered."""
     exact = 6.209665325776132e-3
     gen, crit = DiagonalDecoder(), criteria.get("weekly-peak")
-    prop = Proposal([NarrowGaussian([2.7 / math.sqrt(2)] * 2, 0.5)], False, np.ones(1), 0.0, 0)
+    prop = Proposal([NarrowGaussian([2.7 / math.sqrt(2)] * 2, 0.5)], np.ones(1), 0.0, 0)
 
     def draw(seed):
         s = sample_proposal(gen, crit, prop, 0.0, torch.Generator().manual_seed(seed), batch=200_000)

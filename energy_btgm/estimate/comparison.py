@@ -2,12 +2,16 @@
 
 For each level u (e.g. 0.99, 0.999, 0.9999) of the criterion's hard version under p:
 - rejection sampling (crude Monte-Carlo on p) draws samples of p for ``seconds``;
-- BTGM prepares its proposal (``estimate.proposal``: flow tuning, defensive components and
-  refinement, all charged to its budget), then samples it for the rest of the budget;
+- BTGM prepares its proposal (by default the mode-finding cross-entropy mixture of
+  ``estimate.modes``; with ``proposal="flows"`` a tuned flow with defensive components and
+  refinement, ``estimate.proposal``), charged to its budget, then samples it for the rest of it;
 - both are estimated by ``estimate.estimators`` and held against a reference: ≥ 10^7 samples of p,
   computed once per model and criterion and cached by the model's checksum.
 Also per method: diversity factor and ADMD in the bulk and in the top 1 − u, decoder evaluations,
 seconds, and the seconds to produce 10,000 effective scenarios in the tail.
+
+A minimised criterion (direction −1, e.g. ``mae-flatness-min``) is compared through its negation:
+its level u is the lower (1 − u)-quantile, and ``compare.json`` holds the criterion's own values.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from energy_btgm.core import BATCH
 from energy_btgm.core.weights import diagnose
 from energy_btgm.errors import ParameterError
 from energy_btgm.estimate.estimators import df_admd, masses, rejection_estimates, weighted_estimates
+from energy_btgm.estimate.modes import ModesConfig, find_modes, log_std_normal
 from energy_btgm.estimate.proposal import PROPOSAL_CONFIG, prepare_proposal, sample_proposal, score
 from energy_btgm.model.vae import Generator, load_model
 from energy_btgm.store import atomic_write_json, atomic_write_npz, sha256_file
@@ -57,21 +62,40 @@ def reference(
     return out
 
 
-def run_rejection(gen, crit, seconds: float, seed: int) -> tuple[dict, float, int]:
+def _ticker(progress: bool, desc: str, seconds: float):
+    """A tqdm bar over a budget of seconds (called with the seconds spent), or nothing."""
+    if not progress:
+        return lambda spent: None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=round(seconds), desc=desc, leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s")
+
+    def tick(spent: float) -> None:
+        bar.n = min(round(spent), bar.total)
+        bar.refresh()
+
+    return tick, bar.close
+
+
+def run_rejection(gen, crit, seconds: float, seed: int, progress: bool = False) -> tuple[dict, float, int]:
     g = torch.Generator().manual_seed(seed)
     score(gen, crit, torch.randn(256, gen.latent_dim, generator=g))  # warm up
+    tick, done = _ticker(progress, "rejection sampling", seconds)
     t0 = time.perf_counter()
     parts = {"f": [], "peak": [], "df": []}
     while time.perf_counter() - t0 < seconds:
         s = score(gen, crit, torch.randn(BATCH, gen.latent_dim, generator=g))
         for k in parts:
             parts[k].append(s[k])
+        tick(time.perf_counter() - t0)
+    done()
     out = {k: np.concatenate(v) for k, v in parts.items()}
     return out, time.perf_counter() - t0, len(out["f"])
 
 
-def run_btgm(gen, crit, u: float, seconds: float, seed: int, cfg: TuneConfig) -> tuple[dict, float, float, int]:
-    """Prepare the proposal (counted in the budget), then sample it until the budget is spent."""
+def run_btgm(gen, crit, u: float, seconds: float, seed: int, cfg: TuneConfig, progress: bool = False) -> tuple:
+    """Prepare the proposal (counted in the budget), then sample it until the budget is spent: the draws
+    (f, peak, df, w, group), the preparation's and the whole run's seconds, and the decoder evaluations."""
     t0 = time.perf_counter()
     g = torch.Generator().manual_seed(seed + 1)
     prop, pilot = prepare_proposal(gen, crit, u, cfg, seed, g)
@@ -80,13 +104,12 @@ def run_btgm(gen, crit, u: float, seconds: float, seed: int, cfg: TuneConfig) ->
     return out, prop.train_seconds, time.perf_counter() - t0, prop.train_evals + len(out["f"])
 
 
-def run_modes(gen, crit, u: float, seconds: float, seed: int, cfg: TuneConfig | None = None) -> tuple[dict, float, float, int]:
+def run_modes(gen, crit, u: float, seconds: float, seed: int, cfg: TuneConfig | None = None, progress: bool = False) -> tuple:
     """The mode-finding proposal (``estimate.modes``): the multilevel cross-entropy search for the tail of
     mass 1.5·(1 − u) (counted in the budget), then draws of the mixture until the budget is spent. Called
     like ``run_btgm``; it trains no flow, so ``cfg`` is unused."""
-    from energy_btgm.estimate.modes import ModesConfig, find_modes, log_std_normal
-
     t0 = time.perf_counter()
+    tick, done = _ticker(progress, f"BTGM at {u:g}", seconds)
 
     def f(z: np.ndarray) -> np.ndarray:
         return score(gen, crit, torch.as_tensor(z, dtype=torch.float32))["f"]
@@ -101,9 +124,25 @@ def run_modes(gen, crit, u: float, seconds: float, seed: int, cfg: TuneConfig | 
         for k in ("f", "peak", "df"):
             parts[k].append(s[k])
         parts["w"].append(np.exp(log_std_normal(z) - q.log_prob(z)))
+        tick(time.perf_counter() - t0)
+    done()
     out = {k: np.concatenate(v) for k, v in parts.items()}
     out["group"] = np.zeros(len(out["f"]), np.int64)
     return out, t_train, time.perf_counter() - t0, search["evaluations"] + len(out["f"])
+
+
+def _unsigned(entry: dict, sign: int) -> dict:
+    """A level's quantiles back on the criterion's own scale (a minimised criterion ran on −f)."""
+    if sign == 1:
+        return entry
+    for part in ("reference", "rejection", "btgm"):
+        e = entry[part]
+        e["quantile"] = -e["quantile"]
+        if "quantile_ci" in e:
+            e["quantile_ci"] = sorted(-v for v in e["quantile_ci"])
+    if "real_test_quantile" in entry:
+        entry["real_test_quantile"] = -entry["real_test_quantile"]
+    return entry
 
 
 def out_dir_for(reports: Path, criterion: str, group_size: int) -> Path:
@@ -123,14 +162,15 @@ def compare(
     cfg: TuneConfig | None = None,
     real_test: np.ndarray | None = None,
     progress: bool = False,
-    proposal: str = "flows",
+    proposal: str = "modes",
 ) -> dict:
-    """Run the comparison and write ``compare.json`` in ``out_dir``; return its content. ``proposal``: BTGM's
-    flows (``estimate.proposal``) or the mode-finding mixture (``estimate.modes``)."""
+    """Run the comparison and write ``compare.json`` in ``out_dir``; return its content. ``proposal``: the
+    mode-finding mixture (``estimate.modes``, the default) or BTGM's flows (``estimate.proposal``)."""
     gen = load_model(model_dir)
     crit = criteria.get(criterion)
-    if crit.direction != 1:
-        raise ValueError(f"compare estimates upper quantiles; {criterion} is minimised - use its maximised form")
+    sign = crit.direction
+    if sign == -1:  # the lower tail of f is the upper tail of −f: everything below runs on −f
+        crit = dataclasses.replace(crit, fn=lambda x, fn=crit.fn: -fn(x), train_fn=None, direction=1)
     for u in levels:
         if not 0 < u < 1:
             raise ParameterError(f"--levels must lie in (0, 1), got {u}")
@@ -139,17 +179,21 @@ def compare(
     cfg = cfg or PROPOSAL_CONFIG
     n_group = gen.meta["group_size"]
     curves_file = Path(gen.meta.get("curves_file", ""))
-    if real_test is None and curves_file.is_file():  # the real test weeks, where there are enough of them
+    if real_test is not None:
+        real_test = sign * np.asarray(real_test)
+    elif curves_file.is_file():  # the real test weeks, where there are enough of them
         from energy_btgm.data.curves import read_groups
 
         test = read_groups(curves_file.parent, n_group, split="test", curves_dir=curves_file.parent)
         if len(test):
             real_test = crit(torch.tensor(test.attrs["curves_kw"])).numpy()
     ref = reference(gen, criterion, cache_dir, n=n_reference, progress=progress)
-    rs, rs_seconds, rs_n = run_rejection(gen, crit, seconds, seed)
+    ref["f"] = sign * ref["f"]
+    rs, rs_seconds, rs_n = run_rejection(gen, crit, seconds, seed, progress)
     result = {
         "criterion": criterion,
         "unit": crit.unit,
+        "direction": sign,
         "model": str(model_dir),
         "model_sha256": sha256_file(Path(model_dir) / "weights.pt"),
         "group_size": n_group,
@@ -185,7 +229,7 @@ def compare(
             **{f"tail_{k}": v for k, v in df_admd(rs["df"], rs["peak"], n_group, rs["f"] >= rej["quantile"]).items()},
         )
         run = run_btgm if proposal == "flows" else run_modes
-        bt, t_train, bt_seconds, evals = run(gen, crit, u, seconds, seed + int(u * 1e6), cfg)
+        bt, t_train, bt_seconds, evals = run(gen, crit, u, seconds, seed + int(u * 1e6), cfg, progress)
         est = weighted_estimates(bt["f"], bt["w"], u, t_ref, bt["group"])
         pos = bt["w"] > 0  # each stratum's draws inside it, with their weights p/q of that stratum's proposal
         d = diagnose(np.log(bt["w"][pos]), bt["group"][pos])
@@ -214,6 +258,6 @@ def compare(
         if real_test is not None and len(real_test) * (1 - u) >= 10:  # at least 10 real weeks above it
             entry["real_test_quantile"] = float(np.quantile(real_test, u))
             entry["real_test_curves"] = int(len(real_test))
-        result["levels"][str(u)] = entry
+        result["levels"][str(u)] = _unsigned(entry, sign)
     atomic_write_json(Path(out_dir) / "compare.json", result)
     return result

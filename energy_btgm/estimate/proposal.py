@@ -1,8 +1,10 @@
 """BTGM flows as importance proposals for the tail of a criterion: tuning, defensive mixture, refinement.
 
-For a level u the proposal is a flow tuned to KL = −log(1 − u) (one per day of the peak in the far
-tail of the weekly peak: a reverse-KL flow keeps one mode), each mixed with defensive Gaussians
-N(μ_k, I), one per hour of the peak, and refined by the cross-entropy method toward p(z | tail).
+For a level u the proposal is a flow tuned to KL = −log(1 − u), mixed with defensive Gaussians
+N(μ_k, I), one per hour of the week at which the tail peaks, and refined by the cross-entropy method
+toward p(z | tail). A reverse-KL flow keeps one mode of the tail: where the tail has several (the
+weekly peak's far tail has one per day), the mode-finding mixture of ``estimate.modes`` is the
+better proposal, and the comparison's default; this one is kept as ``compare --proposal flows``.
 ``prepare_proposal`` does all of it; ``sample_proposal`` draws from the result with exact weights
 ``w = p/q̂``. Every step reports the decoder evaluations it costs, which the comparison charges to
 BTGM's budget.
@@ -30,15 +32,8 @@ from energy_btgm.tuning.engine import TuneConfig, tune
 # flows are coupling flows (passes=2): the defensive mixture below needs their density at its draws,
 # and a coupling flow's inverse takes two passes instead of one per latent dimension (4x faster here)
 PROPOSAL_CONFIG = TuneConfig(transforms=3, hidden=64, steps=120, max_iter=2, tol=0.1, n_norm=BATCH, n_eval=BATCH, passes=2)
-# the weekly peak's far tail has one mode per day of the week (on the demo model at 1e-4: Monday 62 %,
-# Sunday 23 %, Tuesday 8 %, ...), and one reverse-KL flow keeps only one of them. Below a tail fraction
-# of STRATIFY_BELOW, one small flow per day, each tuned quickly (an importance proposal needs no exact
-# KL); at 0.99 one flow covers the tail well and costs less training
-STRATIFIED_CRITERIA = ("weekly-peak",)
-STRATIFY_BELOW = 1e-3
-STRATUM_CONFIG = TuneConfig(transforms=3, hidden=64, steps=30, batch=256, max_iter=1, tol=0.3, n_norm=4096, n_eval=2048, passes=2)
 # Defensive importance sampling (Hesterberg 1995): each proposal flow draws this share of its samples
-# from Σ_k π_k N(μ_k, I), one component per hour of the week at which its stratum's tail peaks (μ_k
+# from Σ_k π_k N(μ_k, I), one component per hour of the week at which its tail peaks (μ_k
 # the mean of that part of the tail), and every sample is weighted by the mixture's exact density.
 # Reverse-KL flows are narrower than p(z | tail) in places, so that p/q̂ has a heavy tail (a Pareto
 # index k̂ of 0.5 to 0.8, an unstable variance, on the demo model's minor-day flows); against N(μ, I)
@@ -60,8 +55,7 @@ class RefineConfig:
     spread: float = 1.2
 
 
-REFINE_CONFIG = RefineConfig(steps=30, batch=2048)  # one flow: cheap, and at 0.99 it halves the weights' variance
-STRATUM_REFINE_CONFIG = RefineConfig(steps=15, batch=1024)  # per day flow (seven of them)
+REFINE_CONFIG = RefineConfig(steps=30, batch=2048)  # cheap, and at 0.99 it halves the weights' variance
 
 
 @torch.no_grad()
@@ -80,12 +74,9 @@ def score(gen: Generator, crit, z: torch.Tensor) -> dict[str, np.ndarray]:
 
 @dataclasses.dataclass
 class Proposal:
-    """BTGM flows as importance proposals. Stratified (weekly peak): flow d is tuned toward the peak of
-    day d and is used only for curves whose peak falls on day d, so that every day's share of the tail
-    is estimated, not only the day one flow settles on (a reverse-KL flow keeps one mode)."""
+    """BTGM flows as importance proposals (the samples each draws in the proportions ``share``)."""
 
     flows: list
-    stratified: bool
     share: np.ndarray  # share of the samples each flow draws
     train_seconds: float
     train_evals: int
@@ -112,37 +103,20 @@ class Proposal:
         return z, log_q, log_normal(z)
 
 
-def _in_stratum(prop: Proposal, scores: dict, d: int) -> np.ndarray:
-    """Which scored curves belong to flow d's stratum: those peaking on day d (all, unstratified)."""
-    return scores["peak_hour"] // 24 == d if prop.stratified else np.ones(len(scores["f"]), bool)
-
-
 def _pilot_quantile(pilot: dict, u: float) -> float:
     """The level-u quantile estimated from a pilot's weighted draws."""
     return weighted_estimates(pilot["f"], pilot["w"], u, 0.0, pilot["group"])["quantile"]
 
 
-def _stratum_criterion(crit, gen: Generator, d: int):
-    T = gen.meta.get("points_per_week") or (gen.vae.cfg.n_features - 1)
-    a, b = d * T // 7, (d + 1) * T // 7
-    return lambda z: crit.train(gen.decode_kw(z)[0][:, a:b])  # (B, T) -> day d's slots (B, T/7) -> (B,)
-
-
-def train_proposal(gen: Generator, crit, u: float, cfg: TuneConfig, seed: int, stratified: bool | None = None) -> Proposal:
-    """Tune the proposal flow(s) to KL = −log(1 − u): one flow, or one per day of the peak (``STRATUM_CONFIG`` each)."""
+def train_proposal(gen: Generator, crit, u: float, cfg: TuneConfig, seed: int) -> Proposal:
+    """Tune the proposal flow to KL = −log(1 − u)."""
     t0 = time.perf_counter()
-    if stratified is None:
-        stratified = crit.name in STRATIFIED_CRITERIA and round(1 - u, 12) <= STRATIFY_BELOW
-    fns = [_stratum_criterion(crit, gen, d) for d in range(7)] if stratified else [lambda z: crit.train(gen.decode_kw(z)[0])]
-    c = STRATUM_CONFIG if stratified else cfg
-    flows, evals = [], 0
-    for i, fn in enumerate(fns):
-        with warnings.catch_warnings():  # a proposal needs no exact KL: the short search's warning is noise here
-            warnings.simplefilter("ignore", RuntimeWarning)
-            res = tune(fn, gen.latent_dim, -math.log(1 - u), dataclasses.replace(c, seed=seed + 101 * i))
-        flows.append(res.flow)
-        evals += len(res.path) * c.steps * c.batch + c.n_norm * 2 + len(res.path) * c.n_eval
-    return Proposal(flows, stratified, np.full(len(flows), 1 / len(flows)), time.perf_counter() - t0, evals)
+    with warnings.catch_warnings():  # a proposal needs no exact KL: the short search's warning is noise here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        kl = -math.log(1 - u)
+        res = tune(lambda z: crit.train(gen.decode_kw(z)[0]), gen.latent_dim, kl, dataclasses.replace(cfg, seed=seed))
+    evals = len(res.path) * cfg.steps * cfg.batch + cfg.n_norm * 2 + len(res.path) * cfg.n_eval
+    return Proposal([res.flow], np.ones(1), time.perf_counter() - t0, evals)
 
 
 def sample_proposal(
@@ -150,7 +124,7 @@ def sample_proposal(
 ) -> dict[str, np.ndarray]:
     """Draw from the proposal flows in the proportions ``prop.share`` for ``seconds``, ``batch`` draws of
     one flow at a time (at least one batch each; full batches keep the flows' small layers efficient):
-    f, peak, df, the weight w = p/q̂ (0 outside the drawing flow's stratum) and the drawing flow."""
+    f, peak, df, the weight w = p/q̂ and the drawing flow."""
     k = len(prop.flows)
     drawn = np.zeros(k)
     parts = {"f": [], "peak": [], "df": [], "w": [], "group": []}
@@ -160,7 +134,7 @@ def sample_proposal(
         with torch.no_grad():
             z, log_q, log_p = prop.draw(d, batch, generator)
         s = score(gen, crit, z)
-        w = np.exp((log_p - log_q).double().numpy()) * _in_stratum(prop, s, d)
+        w = np.exp((log_p - log_q).double().numpy())
         for key in ("f", "peak", "df"):
             parts[key].append(s[key])
         parts["w"].append(w)
@@ -185,20 +159,20 @@ def _tail_draws(
     gen: Generator, crit, prop: Proposal, d: int, n: int, threshold: float, generator: torch.Generator, spread: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """n draws of proposal d (of flow d alone, its base widened by ``spread``, until the defensive
-    components are set; of the mixture after); those in its stratum's tail (f ≥ threshold), their
+    components are set; of the mixture after); those in the tail (f ≥ threshold), their
     self-normalised weights p/q and the hour of the week of their peak (all empty when none land there)."""
     if prop.centres is None:
         z, log_q, log_p = prop.flows[d].sample(n, generator=generator, spread=spread)
     else:  # the defensive components explore
         z, log_q, log_p = prop.draw(d, n, generator)
     s = score(gen, crit, z)
-    hit = (s["f"] >= threshold) & _in_stratum(prop, s, d)
+    hit = s["f"] >= threshold
     at = torch.as_tensor(hit)  # (n,) bool
     return z[at], torch.softmax((log_p - log_q)[at], 0), s["peak_hour"][hit]  # (H, Z), (H,), (H,) for H hits
 
 
 def refine(gen: Generator, crit, prop: Proposal, threshold: float, cfg: RefineConfig, generator: torch.Generator) -> int:
-    """Move each flow toward p(z | f ≥ threshold, its stratum), the zero-variance proposal, by weighted
+    """Move each flow toward p(z | f ≥ threshold), the zero-variance proposal, by weighted
     maximum likelihood on draws of the proposal (the cross-entropy method; weights p/q on the draws
     that land in the tail): of the flow with its base widened by ``cfg.spread``, or, once the defensive
     components are set, of the mixture, whose components bring draws from the parts of the tail the
@@ -229,7 +203,7 @@ def tail_centres(
     spread: float = 1.5,
 ) -> int:
     """Set each flow's defensive components: one per hour of the week at which its draws in its
-    stratum's tail (f ≥ threshold) peak (hours with at least ``min_hits`` of them), centred at their
+    tail (f ≥ threshold) peak (hours with at least ``min_hits`` of them), centred at their
     p/q̂-weighted mean, weighted half by their mass, half uniformly (the flow under-samples the rare
     hours, so their mass is underestimated); one component at the tail's mean where no hour has
     enough draws, at 0 where none land in the tail. Returns the decoder evaluations."""
@@ -264,17 +238,15 @@ def prepare_proposal(
     """Everything before the sampling proper, charged to BTGM's budget: tune the flow(s), a pilot for the
     tail threshold, place the defensive components, refine the flows on draws of the mixture, then a
     pilot of the final proposals that allocates the samples among them. ``refine_cfg`` defaults to
-    ``STRATUM_REFINE_CONFIG`` for day flows and ``REFINE_CONFIG`` for one flow (``steps=0`` skips
-    it); ``defensive=0`` leaves the flows without a defensive component; ``event`` fixes the tail
-    (f ≥ event, a level whose probability is about 1 − u) instead of the pilot's u-quantile. Returns the proposal
-    (``train_seconds`` covers all of it) and that
-    last pilot (valid samples)."""
+    ``REFINE_CONFIG`` (``steps=0`` skips it); ``defensive=0`` leaves the flows without a defensive
+    component; ``event`` fixes the tail (f ≥ event, a level whose probability is about 1 − u) instead
+    of the pilot's u-quantile. Returns the proposal (``train_seconds`` covers all of it) and that last
+    pilot (valid samples)."""
     if not 0 <= defensive < 1:
         raise ValueError(f"the defensive share must lie in [0, 1), got {defensive}")
     t0 = time.perf_counter()
     prop = train_proposal(gen, crit, u, cfg, seed)
-    if refine_cfg is None:
-        refine_cfg = STRATUM_REFINE_CONFIG if prop.stratified else REFINE_CONFIG
+    refine_cfg = refine_cfg or REFINE_CONFIG
     pilot_batch = 4096  # per flow
     pilot = sample_proposal(gen, crit, prop, 0.0, generator, batch=pilot_batch)
     threshold = _pilot_quantile(pilot, u) if event is None else event
@@ -306,7 +278,7 @@ def proposal_from_flow(
     flow = copy.deepcopy(flow)
     for p in flow.parameters():
         p.requires_grad_(True)
-    prop = Proposal([flow.train()], False, np.ones(1), 0.0, 0)
+    prop = Proposal([flow.train()], np.ones(1), 0.0, 0)
     if defensive > 0:
         prop.defensive = defensive
         prop.train_evals += tail_centres(gen, crit, prop, event, generator)

@@ -38,13 +38,13 @@ from energy_btgm import bank, faults
 from energy_btgm.core.weights import diagnose
 from energy_btgm.errors import ParameterError
 from energy_btgm.estimate.estimators import weighted_estimates, wilson
-from energy_btgm.estimate.proposal import PROPOSAL_CONFIG, prepare_proposal, proposal_from_flow
+from energy_btgm.estimate.modes import ModesConfig, find_modes, log_std_normal
+from energy_btgm.estimate.proposal import score
 from energy_btgm.grid.config import StudyConfig
 from energy_btgm.grid.network import allocation, check_fit, injections, load_net, study_net
 from energy_btgm.grid.powerflow import BatchPowerFlow
 from energy_btgm.model.vae import Generator, load_model
 from energy_btgm.store import code_version, sha256_file
-from energy_btgm.tuning.run import load_flow
 
 CHUNK = 32  # scenarios per batched solve: 32 weeks of half-hours is 10,752 power flows
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -190,53 +190,32 @@ def _tune_seconds(meta: dict) -> float | None:
     return s.get("seconds") if s.get("run") == meta.get("run") else None
 
 
-def _bank_flow(meta: dict, group_size: int, beta: float | None):
-    """The tuned weekly-peak flow that drew the bank, if it is still in the store (same model, same β)."""
-    if meta.get("criterion") != "weekly-peak":
-        return None
-    path = Path(meta.get("flow") or Path(meta["model"]).parents[1] / "tuned" / f"weekly-peak-n{group_size}")
-    try:
-        flow, ck = load_flow(path)
-    except (FileNotFoundError, ValueError):
-        return None
-    same = ck.get("model_sha256") == meta["model_sha256"] and beta is not None and abs(ck.get("beta", math.nan) - beta) < 1e-9
-    return flow if same else None
-
-
-def _proposal(study: Study, gen: Generator, t_star: float, p_guess: float, seconds: float, seed: int, progress, flow=None):
-    """Build the weekly-peak proposal for peak ≥ t* (warm-started from the bank's flow where there is one)
-    and sample it with power flows until ``seconds`` are spent."""
+def _proposal(study: Study, gen: Generator, t_star: float, seconds: float, seed: int, progress):
+    """Build the mode-finding proposal for peak ≥ t* (``estimate.modes``: found from the model, no flow to
+    train) and sample it with power flows until ``seconds`` are spent."""
     t0 = time.perf_counter()
     crit = criteria.get("weekly-peak")
-    g = torch.Generator().manual_seed(seed + 1)
-    if flow is not None:
-        prop = proposal_from_flow(gen, crit, flow, t_star, g)
-    else:
-        u = 1 - min(max(p_guess, 1e-7), 0.2)
-        prop, _ = prepare_proposal(gen, crit, u, PROPOSAL_CONFIG, seed, g, event=t_star)
+
+    def peak(z: np.ndarray) -> np.ndarray:
+        return score(gen, crit, torch.as_tensor(z, dtype=torch.float32))["f"]
+
+    q, search = find_modes(peak, gen.latent_dim, t_star, ModesConfig(n=8000), seed=seed)
     prep = time.perf_counter() - t0
-    drawn = np.zeros(len(prop.flows))
-    frames, weights, groups, n = [], [], [], 0
-    while time.perf_counter() - t0 < seconds or (drawn == 0).any():
-        d = int(np.argmin(drawn / prop.share))
-        with torch.no_grad():
-            z, log_q, log_p = prop.draw(d, CHUNK, g)
-        x = _decode(gen, z)  # (CHUNK, T)
-        inside = (x.argmax(1) * 7 // x.shape[1] == d) if prop.stratified else np.ones(CHUNK, bool)
-        frames.append(study.weeks(x, "proposal", n))
-        weights.append(np.exp((log_p - log_q).double().numpy()) * inside)
-        groups.append(np.full(CHUNK, d))
-        drawn[d] += CHUNK
+    rng = np.random.default_rng(seed + 1)
+    frames, weights, n = [], [], 0
+    while time.perf_counter() - t0 < seconds or not frames:
+        z = q.sample(CHUNK, rng)
+        frames.append(study.weeks(_decode(gen, torch.as_tensor(z, dtype=torch.float32)), "proposal", n))
+        weights.append(np.exp(log_std_normal(z) - q.log_prob(z)))
         n += CHUNK
         progress(min(time.perf_counter() - t0, seconds))
     weeks = pd.concat(frames, ignore_index=True)
-    w, group = np.concatenate(weights), np.concatenate(groups)
-    weeks["weight"] = w
-    est = _estimate(study, weeks, w, group)
+    weeks["weight"] = w = np.concatenate(weights)
+    est = _estimate(study, weeks, w)
     info = {
-        "flows": len(prop.flows),
-        "warm_start": flow is not None,
-        "stratified": prop.stratified,
+        "kind": "mode-finding mixture (multilevel cross-entropy)",
+        "components": search["components"],
+        "levels": len(search["levels"]),
         "prepare_seconds": round(prep, 1),
         "peak_threshold_kw": t_star,
     }
@@ -323,20 +302,8 @@ def run_study(bank_path: Path, cfg: StudyConfig, progress: bool = False, net=Non
         }
         prop_weeks = None
     else:
-        peaks = b["peak_kw"].to_numpy(np.float64)
-        w_all = b["weight"].to_numpy(np.float64) if tuned else np.ones(len(peaks))
-        p_guess = float(np.mean(w_all * (peaks >= t_star_group)))
         bar.start("grid study: event proposal", cfg.seconds, seconds=True)
-        prop_weeks, prop_est, info, prop_seconds = _proposal(
-            study,
-            gen,
-            t_star_group,
-            p_guess,
-            cfg.seconds,
-            cfg.seed,
-            bar.to,
-            _bank_flow(meta, group_size, float(b["beta"].iloc[0]) if "beta" in b else None),
-        )
+        prop_weeks, prop_est, info, prop_seconds = _proposal(study, gen, t_star_group, cfg.seconds, cfg.seed, bar.to)
         btgm = {
             "method": "proposal built for the event",
             "estimates": prop_est,
