@@ -257,6 +257,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             seed=args.seed,
             n_bank=args.n,
             progress=show,
+            warm=not args.cold,
         )
     finally:
         if bar is not None:
@@ -267,6 +268,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         f"E f = {s['mean_f']:.2f} {s['unit']} vs {s['mean_f_under_p']:.2f} under p, "
         f"Pareto efficiency {s['pareto_efficiency']:.3f}, {s['seconds']:.0f} s"
         + ("" if s["converged"] else "  [β search did NOT converge]")
+        + (f"  [warm start from {s['warm_start']['run']}]" if s["warm_start"] else "")
     )
     print(f"  flow, summary and figures: {s['flow_dir']}   bank: {s['bank']}")
     print(f"  the bank is good for: {s['bank_weights']['good_for']}")
@@ -642,6 +644,11 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--target-mean", type=float, default=None, metavar="M", help="target E_q f in the criterion's units")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     p.add_argument("-n", type=int, default=10_000, help="tuned scenarios written to the bank (default: 10000)")
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="train the flow from scratch (default: start from the store's cached flow of this criterion and model, if any)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_tune)
 

@@ -1,5 +1,6 @@
 """BTGM against closed forms: identity decoder, p = N(0, I) in 8 dimensions."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -32,6 +33,10 @@ def test_linear_criterion_search_hits_top_1_percent():
     assert float((mean - beta * A).norm()) <= 0.05 * float((beta * A).norm())
     assert float((log_q - log_p).mean()) == pytest.approx(exact_kl, rel=0.03)
     assert len(res.path) >= 1 and all("beta" in p for p in res.path)
+    # warm-started from this flow toward a nearby target, in short stages: the exact tilt again
+    warm = tune(linear, DIM, 4.0, dataclasses.replace(FAST, later_steps=100), warm=(res.flow, res.beta))
+    assert warm.converged and abs(warm.kl - 4.0) <= 0.02 * 4.0
+    assert 0.5 * (warm.beta / warm.normaliser.std) ** 2 * float(A @ A) == pytest.approx(4.0, rel=0.04)
 
 
 def test_quadratic_criterion_tilt_is_gaussian():

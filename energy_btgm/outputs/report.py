@@ -293,6 +293,17 @@ def _number(x) -> float:
     return float("nan") if x is None else x
 
 
+PROPOSALS = {
+    "modes": "the tail's modes found by multilevel cross-entropy, a Gaussian mixture in latent space",
+    "flows": "a BTGM flow tuned toward the tail, with defensive components",
+}
+
+
+def _ratio(e: dict) -> str:
+    r = e.get("variance_ratio_rejection_over_btgm")
+    return "–" if r is None else f"{r:.3g}×"
+
+
 def _comparisons(reports: Path, summary: dict) -> list[dict]:
     out = []
     for c_path in sorted((reports / "compare").glob("*/compare.json")):
@@ -313,6 +324,7 @@ def _comparisons(reports: Path, summary: dict) -> list[dict]:
                         x.get("decoder_evaluations", x.get("n")),
                         x.get("seconds") or float("nan"),
                         x.get("seconds_per_10k_effective_tail", float("nan")),
+                        _ratio(e) if m == "btgm" else "–",
                         _number(x.get("tail_df_mean")),
                         _number(x.get("tail_admd_kw_mean")),
                         *(
@@ -340,6 +352,7 @@ def _comparisons(reports: Path, summary: dict) -> list[dict]:
                         "–",
                         float("nan"),
                         float("nan"),
+                        "–",
                         float("nan"),
                         float("nan"),
                         "–",
@@ -353,6 +366,8 @@ def _comparisons(reports: Path, summary: dict) -> list[dict]:
                 "group_size": c["group_size"],
                 "seconds_budget": f"{c['seconds_budget']:g}",
                 "reference_samples": f"{c['reference_samples']:,}",
+                "proposal": PROPOSALS.get(c.get("proposal", "flows"), c.get("proposal")),
+                "direction": c.get("direction", 1),
                 "table": _table(
                     [
                         "level",
@@ -363,6 +378,7 @@ def _comparisons(reports: Path, summary: dict) -> list[dict]:
                         "decoder evaluations",
                         "seconds",
                         "s per 10k effective tail scenarios",
+                        "variance ratio rejection / BTGM",
                         "DF in tail",
                         "ADMD kW in tail",
                         "weights: ESS",

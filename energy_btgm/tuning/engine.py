@@ -37,7 +37,8 @@ class TuneConfig:
 
     transforms: int = 6
     hidden: int = 128
-    steps: int = 500  # gradient steps per β stage at KL_TOP_1PC (scaled up in proportion above it)
+    steps: int = 500  # gradient steps of the first β stage at KL_TOP_1PC (scaled up in proportion above it)
+    later_steps: int = 150  # of each later stage, and of every stage of a warm start: the flow is already near q_β
     batch: int = 512
     lr: float = 1e-3  # decays linearly to lr/10 within each stage
     n_norm: int = 20_000  # samples of p to normalise the criterion
@@ -172,11 +173,14 @@ def tune(
     cfg: TuneConfig = TuneConfig(),
     progress: Callable[[dict], None] | None = None,
     target_mean: float | None = None,
+    warm: tuple[LatentFlow, float] | None = None,
 ) -> TuneResult:
     """Search β and train the flow so that KL(q_β‖p) hits ``target_kl`` (or E_q f hits ``target_mean``,
     in the units of ``f_latent``) within ``cfg.tol``.
 
-    ``f_latent`` maps latents (B, Z) to the criterion to maximise (B,), differentiably.
+    ``f_latent`` maps latents (B, Z) to the criterion to maximise (B,), differentiably. ``warm``: a flow
+    already tuned on this criterion and model, and its β (a cached flow of a nearby target): the search
+    starts from them, with ``cfg.later_steps`` per stage.
     """
     if (target_kl is None) == (target_mean is None):
         raise ParameterError("give exactly one of target_kl and target_mean")
@@ -204,13 +208,23 @@ def tune(
         float(np.interp(target, th[key], grid)) if th[key].max() >= target else (math.sqrt(2 * target) if key == "kl" else target)
     )
     lo, hi = 0.0, math.inf
-    flow = LatentFlow(dim, cfg.transforms, cfg.hidden, cfg.passes)
-    # rarer targets need a sharper flow: more steps per stage above the top-1 % budget
-    kl_scale = target / KL_TOP_1PC if key == "kl" else 1.0
-    stage_cfg = dataclasses.replace(cfg, steps=int(round(cfg.steps * max(1.0, kl_scale))))
+    flow = LatentFlow(dim, cfg.transforms, cfg.hidden, cfg.passes) if warm is None else warm[0]
+    if warm is not None:
+        flow.train()
+        for prm in flow.parameters():
+            prm.requires_grad_(True)
+        ev = evaluate(flow, f_tilde, cfg.n_eval, seed=cfg.seed + 999)  # where the cached flow stands: one Newton step
+        step = newton_step(warm[1], ev["kl"], ev["var_f"], ev["m3_f"], target) if key == "kl" else 0.0
+        beta = warm[1] + float(np.clip(step, -0.5 * warm[1], warm[1]))
+    # rarer targets need a sharper flow: more steps per stage above the top-1 % budget; a flow already near
+    # q_β (after the first stage, or warm-started) needs fewer
+    kl_scale = max(1.0, target / KL_TOP_1PC if key == "kl" else 1.0)
+    later = min(cfg.later_steps, cfg.steps)
+    first_cfg = dataclasses.replace(cfg, steps=int(round((cfg.steps if warm is None else later) * kl_scale)))
+    later_cfg = dataclasses.replace(cfg, steps=int(round(later * kl_scale)))
     path, converged = [], False
     for it in range(cfg.max_iter):
-        train_stage(flow, f_tilde, beta, stage_cfg, seed=cfg.seed * 7919 + it)
+        train_stage(flow, f_tilde, beta, first_cfg if it == 0 else later_cfg, seed=cfg.seed * 7919 + it)
         ev = evaluate(flow, f_tilde, cfg.n_eval, seed=cfg.seed + 1000 + it)
         ev.update(iteration=it + 1, beta=beta, seconds=time.perf_counter() - t0)
         path.append(ev)

@@ -58,8 +58,11 @@ def tune_criterion(
     cfg: TuneConfig | None = None,
     n_bank: int = 10_000,
     progress=None,
+    warm: bool = True,
 ) -> dict:
-    """Tune, measure against theory, write the flow, figures, summary and bank; return the summary."""
+    """Tune, measure against theory, write the flow, figures, summary and bank; return the summary.
+    ``warm``: start from the store's cached flow of this criterion and model where there is one
+    (``cached_flow``; recorded in the summary as ``warm_start``)."""
     t0 = time.perf_counter()
     target = resolve_target(top_fraction, target_kl, target_mean)
     gen: Generator = load_model(model_dir)
@@ -71,6 +74,9 @@ def tune_criterion(
     def f_latent(z):  # the training criterion, signed so that BTGM maximises it
         return crit.train(gen.decode_kw(z)[0])
 
+    name = f"{criterion}-n{gen.meta['group_size']}"
+    model_sha = sha256_file(Path(model_dir) / "weights.pt")
+    cached = cached_flow(Path(store) / "tuned" / name, model_sha, cfg) if warm else None
     res = tune(
         f_latent,
         gen.latent_dim,
@@ -78,6 +84,7 @@ def tune_criterion(
         cfg,
         progress=progress,
         target_mean=None if target["target_mean"] is None else crit.direction * target["target_mean"],
+        warm=cached[:2] if cached else None,
     )
     norm = res.normaliser
     # theory and efficiency on the normalised training criterion
@@ -106,9 +113,7 @@ def tune_criterion(
         curves_p = gen.decode_kw(zp)[0]
         f_hard_q = crit(torch.as_tensor(curves)).numpy()
         f_hard_p = crit(curves_p).numpy()
-    name = f"{criterion}-n{gen.meta['group_size']}"
     run = f"{criterion}-n{gen.meta['group_size']}-s{seed}-kl{res.kl:.2f}"
-    model_sha = sha256_file(Path(model_dir) / "weights.pt")
     weights = bank_weights(lp_b.numpy() - lq_b.numpy())  # (n_bank,) log p/q: ESS, k̂ and verdict, computed once
     summary = {
         "criterion": criterion,
@@ -123,6 +128,7 @@ def tune_criterion(
         "kl": kl_hat,
         "kl_search": res.kl,
         "converged": res.converged,
+        "warm_start": None if cached is None else {"run": cached[2], "beta": cached[1]},
         "mean_f": float(f_hard_q.mean()),
         "mean_f_under_p": float(f_hard_p.mean()),
         "mean_f_tilde": mean_hat,
@@ -213,6 +219,17 @@ def bank_weights(log_w: np.ndarray) -> dict:
             + " (for probabilities under p use `energy-btgm compare`, whose proposal is built for the event)"
         )
     return d
+
+
+def cached_flow(path: Path, model_sha256: str, cfg: TuneConfig) -> tuple[LatentFlow, float, str] | None:
+    """The flow cached under ``tuned/<criterion>-nN/`` (its β and run) if it was tuned on this model with
+    this flow's shape, else None: a warm start for the next tune of the same criterion."""
+    try:
+        flow, ck = load_flow(path)
+    except (FileNotFoundError, ValueError):
+        return None
+    same = ck.get("model_sha256") == model_sha256 and (ck["transforms"], ck["hidden"]) == (cfg.transforms, cfg.hidden)
+    return (flow, float(ck["beta"]), str(ck.get("run"))) if same and cfg.passes is None else None
 
 
 def load_flow(path: Path) -> tuple[LatentFlow, dict]:
