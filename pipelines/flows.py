@@ -256,12 +256,14 @@ def _fresh_compare(
     proposal_steps: int | None = None,
 ) -> bool:
     """The comparison records the current model's checksum, the criterion, levels, budget, reference size and
-    proposal settings."""
+    proposal (the mode-finding mixture, the default) and its settings."""
     if not path.exists() or not (model / "weights.pt").exists():
         return False
     c = json.loads(path.read_text())
     same_reference = reference_samples is None or c.get("reference_samples") == reference_samples
-    same_proposal = c.get("proposal_config") == dataclasses.asdict(_proposal_config(proposal_steps))
+    same_proposal = c.get("proposal", "flows") == "modes" and c.get("proposal_config") == dataclasses.asdict(
+        _proposal_config(proposal_steps)
+    )
     have = (c.get("model_sha256"), c["criterion"], sorted(map(float, c["levels"])), c["seconds_budget"])
     want = (sha256_file(model / "weights.pt"), criterion, sorted(levels), seconds)
     return same_reference and same_proposal and have == want

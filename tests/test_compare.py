@@ -55,7 +55,7 @@ def test_compare_writes_json_with_all_methods(tiny_model, tmp_path):
 
     html = build(tiny_model, tmp_path / "reports", run="check").read_text()
     glance = html.split("At a glance", 1)[1].split("</table>", 1)[0]
-    assert "<b>weekly-peak</b>, 10 homes" in glance and "1 in 100 weeks" in glance and ">99\u00a0%<" in glance
+    assert "weekly-peak, groups of 10 homes" in glance and "1 in 100 weeks" in glance and ">99\u00a0%<" in glance
     assert f"{e['btgm']['quantile']:.4g}"[:4] in glance and ("trusted" in glance)
     assert not re.search(r"\d[eE][-+]\d", html.split("<img", 1)[0] + "".join(html.split("<table")[1:]).split("base64")[0])
 

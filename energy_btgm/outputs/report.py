@@ -62,6 +62,15 @@ def _cell(v) -> str:
     return str(v)
 
 
+def _percent(x: float) -> str:
+    """A relative error as people read it: '−0.2 %', '+12.5 %' (– for missing).
+
+    >>> [_percent(v) for v in (-0.002088, 0.1256, float("nan"))]
+    ['−0.2\\xa0%', '+12.6\\xa0%', '–']
+    """
+    return "–" if not np.isfinite(x) else f"{x * 100:+.1f}\u00a0%".replace("-", "−")
+
+
 def _one_in(p: float) -> str:
     """An exceedance probability as a planner says it: '1 in 10,000 weeks' (3 significant digits)."""
     if not p > 0:
@@ -155,10 +164,10 @@ def _models(store: Path, summary: dict) -> dict | None:
                     f"{card['group_size']} homes",
                     name,
                     ("met" if checked[name]["met"] else "missed") if name in checked else "–",
-                    card["ks"][name],
-                    card["q99_rel_err"][name],
-                    base.get("ks", {}).get(name, float("nan")),
-                    base.get("q99_rel_err", {}).get(name, float("nan")),
+                    round(card["ks"][name], 3),
+                    _percent(card["q99_rel_err"][name]),
+                    round(base.get("ks", {}).get(name, float("nan")), 3),
+                    _percent(base.get("q99_rel_err", {}).get(name, float("nan"))),
                 ]
             )
     if not rows:
