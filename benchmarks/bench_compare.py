@@ -13,8 +13,10 @@ exceedance, the variance ratio rejection / BTGM, Pareto k̂ and ESS; then per cr
 smallest ratio over the seeds against its goal (weekly peak ≥ 5 / 30 / 100 at 0.99 / 0.999 / 0.9999,
 the others ≥ 100 at 0.9999) and the coverage of the reference by the intervals: alone, and with the
 reference's own binomial error folded in (at 1e-4 a 10^8-sample reference is itself ±2 % at 95 %).
+With --also (references of other seeds, e.g. `big_reference.py --seed 12 --out ...`), it also prints the
+coverage of each of them, and of all of them pooled, at the same thresholds.
 Usage: python benchmarks/bench_compare.py [--store ../data] [--seconds 60] [--seeds 4]
-                                          [--criteria weekly-peak ...] [--levels 0.99 ...]
+                                          [--criteria weekly-peak ...] [--levels 0.99 ...] [--also REF.npz ...]
 """
 
 import argparse
@@ -42,6 +44,12 @@ ap.add_argument("--seeds", type=int, default=4)
 ap.add_argument("--criteria", nargs="+", default=list(GOALS))
 ap.add_argument("--levels", nargs="+", type=float, default=[0.99, 0.999, 0.9999])
 ap.add_argument("--reference", help="an .npz from big_reference.py (default: <store>/reference/big-reference-n<N>.npz)")
+ap.add_argument(
+    "--also",
+    nargs="*",
+    default=[],
+    help="more .npz references (big_reference.py with other seeds): coverage of each, and of all pooled, at the same thresholds",
+)
 a = ap.parse_args()
 store = Path(a.store)
 model = store / "models" / f"vae-n{a.group_size}"
@@ -55,6 +63,10 @@ if not ref_path.exists() or str(np.load(ref_path)["model_sha256"]) != sha:
     subprocess.run([*cmd, "--group-size", str(a.group_size)], check=True)
 ref = np.load(ref_path)
 n_ref = int(ref["n"])
+others = [np.load(p) for p in a.also]
+for path, o in zip(a.also, others):
+    if str(o["model_sha256"]) != sha:
+        raise SystemExit(f"{path} was drawn from another model than {model}; rerun big_reference.py")
 gen = load_model(model)
 
 for name in a.criteria:
@@ -68,6 +80,11 @@ for name in a.criteria:
         p_ref = float((tail >= t).sum()) / n_ref
         sd_ref = math.sqrt(p_ref * (1 - p_ref) / n_ref)
         ratios, alone, folded = [], 0, 0
+        # the other references at the same threshold, then all of them pooled: (name, p, sd)
+        counts = [(f"seed {int(o['seed'])}", int((o[f"f_{name}"] >= t).sum()), int(o["n"])) for o in others]
+        if counts:
+            counts.append(("pooled", int((tail >= t).sum()) + sum(c[1] for c in counts), n_ref + sum(c[2] for c in counts)))
+        extra = {label: [k / n, math.sqrt(k / n * (1 - k / n) / n), 0, 0] for label, k, n in counts}
         for seed in range(a.seeds):
             _, rs_seconds, rs_n = run_rejection(gen, crit, 5.0, seed=100 + seed)
             var_rej = p_ref * (1 - p_ref) / (rs_n / rs_seconds * a.seconds)
@@ -79,6 +96,9 @@ for name in a.criteria:
             alone += lo <= p_ref <= hi
             folded += abs(e["exceedance"] - p_ref) <= Z95 * math.hypot(math.sqrt(e["exceedance_var"]), sd_ref)
             ratios.append(ratio)
+            for x in extra.values():  # alone, folded
+                x[2] += lo <= x[0] <= hi
+                x[3] += abs(e["exceedance"] - x[0]) <= Z95 * math.hypot(math.sqrt(e["exceedance_var"]), x[1])
             report(
                 "compare",
                 f"{name} u={u} seed {seed}: P(f >= t) [95 %] vs reference; ratio; k-hat; ESS; search s",
@@ -100,3 +120,11 @@ for name in a.criteria:
             f"of {a.seeds}",
             ">= 90 %",
         )
+        for label, (p_x, _, al, fo) in extra.items():
+            report(
+                "compare",
+                f"{name} u={u}: intervals covering the reference {label} ({p_x:.5g}), alone / with its error",
+                f"{al} / {fo}",
+                f"of {a.seeds}",
+                ">= 90 %",
+            )
