@@ -137,6 +137,11 @@ def test_cli_smoke_generate_and_describe(cli_exe, tmp_path):
         text=True,
     )
     assert "diversity factor, groups of 100" in r.stdout
+    from energy_btgm.data.describe import LCL_2013
+
+    # each statistic beside London's, measured on the Low Carbon London files by the same code
+    row = next(line for line in r.stdout.splitlines() if "diversity factor, groups of 10 " in line)
+    assert "LCL 2013" in r.stdout and f"{LCL_2013['df10_p50']:.2f}" in row
     assert json.loads((tmp_path / "s.json").read_text())["meters"] == 120
 
 

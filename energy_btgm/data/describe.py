@@ -40,6 +40,33 @@ TARGETS = {
     "admd100_cold_over_warm": (1.0, 3.0, "ADMD of 100 in cold weeks over warm weeks (medians)"),
 }
 
+# The same statistics measured on real households: the Low Carbon London files (325 London homes, all of
+# 2013; ../shared/data/lcl-2013, not shipped), computed by this project with
+#   energy-btgm ingest --store S --format lcl --source-tz UTC --tz Europe/London ../shared/data/lcl-2013/block_*.csv.gz
+#   energy-btgm synth --describe S
+# (code 4335b74; 325 meters, 5,334,770 readings kept, 15,069 complete household-weeks). Printed beside
+# every data set's own figures, so that a synthetic default can be held against London, not just the ranges.
+LCL_2013 = {
+    "kwh_per_day_mean": 10.446,
+    "kwh_per_day_p10": 3.705,
+    "kwh_per_day_p90": 18.654,
+    "annual_kwh_p5": 1082.749,
+    "annual_kwh_p95": 8782.533,
+    "weekly_peak_kw_p50": 2.322,
+    "weekly_peak_kw_p90": 4.69,
+    "heated_winter_over_summer": 2.399,
+    "morning_rise": 1.743,
+    "evening_max_hour": 19.0,
+    "evening_over_day": 1.485,
+    "night_min_over_mean": 0.562,
+    "df10_p50": 2.413,
+    "admd10_kw_p50": 1.053,
+    "df100_p50": 3.536,
+    "admd100_kw_p50": 0.738,
+    "admd100_kw_p50_warm": 0.595,
+    "admd100_cold_over_warm": 1.545,
+}
+
 
 def weekly_array(df: pd.DataFrame):
     """Household weekly curves on the nominal wall-clock grid, shape (M, W, T) in kW, NaN where missing.
@@ -165,7 +192,9 @@ def check(stats: dict) -> list[tuple[str, float | None, float, float, str, bool]
 def format_check(stats: dict) -> str:
     lines = [f"{stats['meters']} meters, {stats['rows']:,} readings, {stats['weeks']} weeks, "
              f"{stats['interval_min']:.0f}-min intervals, {stats['complete_household_weeks']:,} complete household-weeks"]
+    lines.append(f"      {'':<58} {'this':>9}   {'LCL 2013':>9}   target")
     for name, v, lo, hi, desc, ok in check(stats):
         val = "missing" if v is None else f"{v:9.2f}"
-        lines.append(f"  {'ok ' if ok else 'OUT'} {desc:<58} {val}   target [{lo:g}, {hi:g}]")
+        lcl = f"{LCL_2013[name]:9.2f}" if name in LCL_2013 else f"{'-':>9}"
+        lines.append(f"  {'ok ' if ok else 'OUT'} {desc:<58} {val}   {lcl}   [{lo:g}, {hi:g}]")
     return "\n".join(lines)
