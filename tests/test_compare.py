@@ -60,20 +60,26 @@ def test_compare_writes_json_with_all_methods(tiny_model, tmp_path):
     assert not re.search(r"\d[eE][-+]\d", html.split("<img", 1)[0] + "".join(html.split("<table")[1:]).split("base64")[0])
 
 
+def _compare_one(tiny_model, tmp_path, criterion, u, seconds, n_reference, **kw):
+    """compare on the tiny 10-home model at one level, into tmp_path/out; its result and that level's entry."""
+    r = compare(
+        tiny_model / "models" / "vae-n10",
+        criterion,
+        [u],
+        seconds,
+        tmp_path / "out",
+        tmp_path / "cache",
+        n_reference=n_reference,
+        **kw,
+    )
+    return r, r["levels"][str(u)]
+
+
 def test_far_tail_of_the_weekly_peak_with_the_modes_found(tiny_model, tmp_path):
     """At 0.9999 the default proposal (the mode-finding mixture, no criterion name in its code) gives an
     estimate near the reference, with weights that pass their diagnostics."""
-    r = compare(
-        tiny_model / "models" / "vae-n10",
-        "weekly-peak",
-        [0.9999],
-        seconds=4,
-        out_dir=tmp_path,
-        cache_dir=tmp_path / "cache",
-        n_reference=400_000,
-    )
+    r, e = _compare_one(tiny_model, tmp_path, "weekly-peak", 0.9999, 4, 400_000)
     assert r["proposal"] == "modes"
-    e = r["levels"]["0.9999"]
     assert e["btgm"]["train_seconds"] > 0 and e["btgm"]["decoder_evaluations"] > 8000
     assert e["reference"]["tail_samples"] >= 30
     assert_agrees_with_reference(e, 1e-4, 400_000)
@@ -83,16 +89,7 @@ def test_far_tail_of_the_weekly_peak_with_the_modes_found(tiny_model, tmp_path):
 def test_a_minimised_criterion_is_compared_on_its_lower_tail(tiny_model, tmp_path):
     """mae-flatness-min (direction −1): level 0.999 is the lower 0.1 % quantile, reported on the criterion's own
     scale, below the bulk and agreeing with the reference."""
-    r = compare(
-        tiny_model / "models" / "vae-n10",
-        "mae-flatness-min",
-        [0.999],
-        seconds=3,
-        out_dir=tmp_path / "out",
-        cache_dir=tmp_path / "cache",
-        n_reference=400_000,
-    )
-    e = r["levels"]["0.999"]
+    r, e = _compare_one(tiny_model, tmp_path, "mae-flatness-min", 0.999, 3, 400_000)
     assert r["direction"] == -1
     lo, hi = e["btgm"]["quantile_ci"]
     assert lo <= e["btgm"]["quantile"] <= hi
@@ -105,19 +102,8 @@ def test_a_minimised_criterion_is_compared_on_its_lower_tail(tiny_model, tmp_pat
 
 def test_compare_with_the_flow_proposal(tiny_model, tmp_path):
     """--proposal flows: a tuned flow with defensive components, agreeing with the reference within both noises."""
-    r = compare(
-        tiny_model / "models" / "vae-n10",
-        "wednesday-gap",
-        [0.99],
-        seconds=3,
-        out_dir=tmp_path / "out",
-        cache_dir=tmp_path / "cache",
-        n_reference=200_000,
-        cfg=FAST,
-        proposal="flows",
-    )
+    r, e = _compare_one(tiny_model, tmp_path, "wednesday-gap", 0.99, 3, 200_000, cfg=FAST, proposal="flows")
     assert r["proposal"] == "flows"
-    e = r["levels"]["0.99"]
     assert e["btgm"]["train_seconds"] > 0 and e["btgm"]["decoder_evaluations"] > 0
     assert_agrees_with_reference(e, 0.01, 200_000)
     with pytest.raises(ParameterError, match="--proposal must be flows or modes"):

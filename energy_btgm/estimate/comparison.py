@@ -29,8 +29,8 @@ from energy_btgm.core import BATCH
 from energy_btgm.core.weights import diagnose
 from energy_btgm.errors import ParameterError
 from energy_btgm.estimate.estimators import df_admd, masses, rejection_estimates, weighted_estimates
-from energy_btgm.estimate.modes import ModesConfig, find_modes, log_std_normal
-from energy_btgm.estimate.proposal import PROPOSAL_CONFIG, prepare_proposal, sample_proposal, score
+from energy_btgm.estimate.modes import ModesConfig, find_modes
+from energy_btgm.estimate.proposal import PROPOSAL_CONFIG, prepare_proposal, sample_proposal, score, scorer
 from energy_btgm.model.vae import Generator, load_model
 from energy_btgm.store import atomic_write_json, atomic_write_npz, sha256_file
 from energy_btgm.tuning.engine import TuneConfig
@@ -110,11 +110,7 @@ def run_modes(gen, crit, u: float, seconds: float, seed: int, cfg: TuneConfig | 
     like ``run_btgm``; it trains no flow, so ``cfg`` is unused."""
     t0 = time.perf_counter()
     tick, done = _ticker(progress, f"BTGM at {u:g}", seconds)
-
-    def f(z: np.ndarray) -> np.ndarray:
-        return score(gen, crit, torch.as_tensor(z, dtype=torch.float32))["f"]
-
-    q, search = find_modes(f, gen.latent_dim, cfg=ModesConfig(n=8000), seed=seed, mass=min(1.5 * (1 - u), 0.5))
+    q, search = find_modes(scorer(gen, crit), gen.latent_dim, cfg=ModesConfig(n=8000), seed=seed, mass=min(1.5 * (1 - u), 0.5))
     t_train = time.perf_counter() - t0
     rng = np.random.default_rng(seed + 1)
     parts = {"f": [], "peak": [], "df": [], "w": []}
@@ -123,7 +119,7 @@ def run_modes(gen, crit, u: float, seconds: float, seed: int, cfg: TuneConfig | 
         s = score(gen, crit, torch.as_tensor(z, dtype=torch.float32))
         for k in ("f", "peak", "df"):
             parts[k].append(s[k])
-        parts["w"].append(np.exp(log_std_normal(z) - q.log_prob(z)))
+        parts["w"].append(np.exp(q.log_weight(z)))
         tick(time.perf_counter() - t0)
     done()
     out = {k: np.concatenate(v) for k, v in parts.items()}

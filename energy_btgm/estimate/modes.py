@@ -58,6 +58,10 @@ class Mixture:
                 e[k == j] = e[k == j] @ L.T
         return np.concatenate([self.means[k] + e, rng.standard_normal((n_def, self.dim))])
 
+    def log_weight(self, z: np.ndarray) -> np.ndarray:
+        """log p(z)/q(z) (n,): the importance weights back to p = N(0, I)."""
+        return log_std_normal(z) - self.log_prob(z)
+
     def log_prob(self, z: np.ndarray) -> np.ndarray:
         """log q(z) (n,) for z (n, Z)."""
         if self.chols is None:  # |z − μ_k|² = |z|² − 2 z·μ_k + |μ_k|²: (n, K) without an (n, K, Z) array
@@ -163,7 +167,7 @@ def find_modes(
         z = rng.standard_normal((cfg.n, dim)) if q is None else q.sample(cfg.n, rng)
         fz = np.asarray(f(z), np.float64)
         evals += cfg.n
-        log_w = np.zeros(cfg.n) if q is None else log_std_normal(z) - q.log_prob(z)
+        log_w = np.zeros(cfg.n) if q is None else q.log_weight(z)
         gamma = min(threshold, float(np.quantile(fz, 1 - cfg.rho)))
         if mass is not None:  # P(f ≥ γ) under p, from these draws: the level that holds ``mass`` ends the search
             w_all = np.exp(log_w)
@@ -182,7 +186,7 @@ def find_modes(
         evals += cfg.n_polish
         if hit.sum() < 10 * dim:  # too few hits to fit on: keep the mixture
             break
-        q = _refit(z[hit], log_std_normal(z[hit]) - q.log_prob(z[hit]), cfg, rng)
+        q = _refit(z[hit], q.log_weight(z[hit]), cfg, rng)
     return q, {"levels": levels, "evaluations": evals, "components": len(q.weights)}
 
 
@@ -199,7 +203,7 @@ def estimate_tail(f, dim: int, threshold: float, n: int, cfg: ModesConfig = Mode
     rng = np.random.default_rng(seed + 1)
     z = q.sample(n, rng)
     hit = np.asarray(f(z), np.float64) >= threshold
-    log_w = log_std_normal(z) - q.log_prob(z)
+    log_w = q.log_weight(z)
     x = np.exp(log_w) * hit
     p, se = float(x.mean()), float(x.std(ddof=1) / math.sqrt(n))
     d = diagnose(log_w[hit]) if hit.any() else {"ess": 0.0, "pareto_k": None, "reliable": False, "problems": ["no hit"]}

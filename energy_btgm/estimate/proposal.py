@@ -12,7 +12,6 @@ BTGM's budget.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -56,6 +55,11 @@ class RefineConfig:
 
 
 REFINE_CONFIG = RefineConfig(steps=30, batch=2048)  # cheap, and at 0.99 it halves the weights' variance
+
+
+def scorer(gen: Generator, crit):
+    """The hard criterion of latents given as a numpy array, (n, Z) -> (n,): what ``estimate.modes`` searches."""
+    return lambda z: score(gen, crit, torch.as_tensor(z, dtype=torch.float32))["f"]
 
 
 @torch.no_grad()
@@ -143,17 +147,6 @@ def sample_proposal(
     return {key: np.concatenate(v) for key, v in parts.items()}
 
 
-def allocate(prop: Proposal, pilot: dict, u: float, floor: float = 0.05, threshold: float | None = None) -> None:
-    """Neyman allocation from a pilot: each flow's share ∝ the spread of its w·1{f ≥ t̂} (t̂ the pilot's
-    quantile, or ``threshold``), with a floor so that no stratum goes unsampled."""
-    if len(prop.flows) == 1:
-        return
-    t = _pilot_quantile(pilot, u) if threshold is None else threshold
-    sd = np.array([float((pilot["w"] * (pilot["f"] >= t))[pilot["group"] == d].std()) for d in range(len(prop.flows))])
-    sd = np.maximum(sd, floor * sd.max()) if sd.max() > 0 else np.ones(len(sd))
-    prop.share = sd / sd.sum()
-
-
 @torch.no_grad()
 def _tail_draws(
     gen: Generator, crit, prop: Proposal, d: int, n: int, threshold: float, generator: torch.Generator, spread: float = 1.0
@@ -233,15 +226,12 @@ def prepare_proposal(
     generator: torch.Generator,
     refine_cfg: RefineConfig | None = None,
     defensive: float = DEFENSIVE,
-    event: float | None = None,
 ) -> tuple[Proposal, dict]:
     """Everything before the sampling proper, charged to BTGM's budget: tune the flow(s), a pilot for the
-    tail threshold, place the defensive components, refine the flows on draws of the mixture, then a
-    pilot of the final proposals that allocates the samples among them. ``refine_cfg`` defaults to
-    ``REFINE_CONFIG`` (``steps=0`` skips it); ``defensive=0`` leaves the flows without a defensive
-    component; ``event`` fixes the tail (f ≥ event, a level whose probability is about 1 − u) instead
-    of the pilot's u-quantile. Returns the proposal (``train_seconds`` covers all of it) and that last
-    pilot (valid samples)."""
+    tail threshold (its u-quantile), place the defensive components, refine the flow on draws of the
+    mixture, then a pilot of the final proposal. ``refine_cfg`` defaults to ``REFINE_CONFIG``
+    (``steps=0`` skips it); ``defensive=0`` leaves the flow without a defensive component. Returns the
+    proposal (``train_seconds`` covers all of it) and that last pilot (valid samples)."""
     if not 0 <= defensive < 1:
         raise ValueError(f"the defensive share must lie in [0, 1), got {defensive}")
     t0 = time.perf_counter()
@@ -249,7 +239,7 @@ def prepare_proposal(
     refine_cfg = refine_cfg or REFINE_CONFIG
     pilot_batch = 4096  # per flow
     pilot = sample_proposal(gen, crit, prop, 0.0, generator, batch=pilot_batch)
-    threshold = _pilot_quantile(pilot, u) if event is None else event
+    threshold = _pilot_quantile(pilot, u)
     prop.train_evals += pilot_batch * len(prop.flows)
     if defensive > 0:
         prop.defensive = defensive
@@ -257,33 +247,5 @@ def prepare_proposal(
     if refine_cfg.steps > 0:
         prop.train_evals += refine(gen, crit, prop, threshold, refine_cfg, generator)
     pilot = sample_proposal(gen, crit, prop, 0.0, generator, batch=pilot_batch)
-    allocate(prop, pilot, u, threshold=event)
     prop.train_seconds = time.perf_counter() - t0
     return prop, pilot
-
-
-def proposal_from_flow(
-    gen: Generator,
-    crit,
-    flow,
-    event: float,
-    generator: torch.Generator,
-    refine_cfg: RefineConfig = REFINE_CONFIG,
-    defensive: float = DEFENSIVE,
-) -> Proposal:
-    """A proposal for the tail f ≥ ``event`` warm-started from an already tuned flow (a bank's): a copy of
-    it gets defensive components where its draws reach the tail and is refined toward p(z | f ≥ event),
-    as ``prepare_proposal`` does after tuning. Much cheaper than tuning anew when the flow is near the tail."""
-    t0 = time.perf_counter()
-    flow = copy.deepcopy(flow)
-    for p in flow.parameters():
-        p.requires_grad_(True)
-    prop = Proposal([flow.train()], np.ones(1), 0.0, 0)
-    if defensive > 0:
-        prop.defensive = defensive
-        prop.train_evals += tail_centres(gen, crit, prop, event, generator)
-    if refine_cfg.steps > 0:
-        prop.train_evals += refine(gen, crit, prop, event, refine_cfg, generator)
-    prop.flows[0].eval()
-    prop.train_seconds = time.perf_counter() - t0
-    return prop

@@ -38,8 +38,8 @@ from energy_btgm import bank, faults
 from energy_btgm.core.weights import diagnose
 from energy_btgm.errors import ParameterError
 from energy_btgm.estimate.estimators import weighted_estimates, wilson
-from energy_btgm.estimate.modes import ModesConfig, find_modes, log_std_normal
-from energy_btgm.estimate.proposal import score
+from energy_btgm.estimate.modes import ModesConfig, find_modes
+from energy_btgm.estimate.proposal import scorer
 from energy_btgm.grid.config import StudyConfig
 from energy_btgm.grid.network import allocation, check_fit, injections, load_net, study_net
 from energy_btgm.grid.powerflow import BatchPowerFlow
@@ -194,19 +194,14 @@ def _proposal(study: Study, gen: Generator, t_star: float, seconds: float, seed:
     """Build the mode-finding proposal for peak ≥ t* (``estimate.modes``: found from the model, no flow to
     train) and sample it with power flows until ``seconds`` are spent."""
     t0 = time.perf_counter()
-    crit = criteria.get("weekly-peak")
-
-    def peak(z: np.ndarray) -> np.ndarray:
-        return score(gen, crit, torch.as_tensor(z, dtype=torch.float32))["f"]
-
-    q, search = find_modes(peak, gen.latent_dim, t_star, ModesConfig(n=8000), seed=seed)
+    q, search = find_modes(scorer(gen, criteria.get("weekly-peak")), gen.latent_dim, t_star, ModesConfig(n=8000), seed=seed)
     prep = time.perf_counter() - t0
     rng = np.random.default_rng(seed + 1)
     frames, weights, n = [], [], 0
     while time.perf_counter() - t0 < seconds or not frames:
         z = q.sample(CHUNK, rng)
         frames.append(study.weeks(_decode(gen, torch.as_tensor(z, dtype=torch.float32)), "proposal", n))
-        weights.append(np.exp(log_std_normal(z) - q.log_prob(z)))
+        weights.append(np.exp(q.log_weight(z)))
         n += CHUNK
         progress(min(time.perf_counter() - t0, seconds))
     weeks = pd.concat(frames, ignore_index=True)
