@@ -8,6 +8,7 @@ Usage: python benchmarks/bench_train.py [--store ../data]
 """
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -26,7 +27,8 @@ if not (store / "curves" / "groups-n10.parquet").exists():
     raise SystemExit(f"no curves under {store}; run `make demo` first")
 
 cfg = TrainConfig()
-model = VAE(VAEConfig(latent_dim=cfg.latent_dim, hidden=cfg.hidden, blocks=cfg.blocks, peak_weight=cfg.peak_weight))
+vcfg = VAEConfig(latent_dim=cfg.latent_dim, hidden=cfg.hidden, blocks=cfg.blocks, stat_weight=cfg.stat_weight)
+model = VAE(dataclasses.replace(vcfg, statistics=cfg.statistic_names()))
 opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
 x = torch.randn(cfg.batch_size * 20, 337)
 for _ in range(2):  # warm up, then time (the last pass counts)

@@ -589,10 +589,18 @@ def build_parser() -> argparse.ArgumentParser:
     _option(
         p,
         TrainConfig,
-        "peak_weight",
+        "stat_weight",
         metavar="W",
-        help="the weekly peak is also observed W times as the peak of the decoder mean, so that generated "
-        "curves carry real peaks (0: off)",
+        help="every statistic of --statistics is also observed W times as that statistic of the decoder mean, "
+        "so that generated curves carry real peaks, gaps, volatility and diversity (0: off)",
+    )
+    _option(
+        p,
+        TrainConfig,
+        "statistics",
+        metavar="NAMES",
+        help="the statistics of that term: 'all' (every registered criterion and the diversity factor) or "
+        "names, comma-separated (e.g. weekly-peak)",
     )
     _option(p, TrainConfig, "seed", metavar="S", help="random seed")
     _option(p, TrainConfig, "device", help="auto (CUDA when present), cpu or cuda")

@@ -8,15 +8,21 @@ driven by alarm clocks) must line up within half an hour, and they do not when t
 read as London wall-clock time.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY
 
 from energy_btgm.data.config import CurvesConfig, IngestConfig
-from energy_btgm.data.curves import household_curves
+from energy_btgm.data.curves import build, household_curves
 from energy_btgm.data.ingest import ingest
+from energy_btgm.model import statistics
+from energy_btgm.model.card import TARGET_STATISTICS
+from energy_btgm.model.config import TrainConfig
+from energy_btgm.model.train import train
 
 LCL = Path(__file__).resolve().parents[2] / "shared" / "data" / "lcl-2013"
 pytestmark = pytest.mark.skipif(not (LCL / "block_0.csv.gz").exists(), reason=f"the LCL files are not at {LCL}")
@@ -53,6 +59,7 @@ def stores(tmp_path_factory):
         manifest = ingest([LCL / "block_0.csv.gz"], root / "store", cfg, reports=root / "reports", validate=False)
         hh, info = household_curves(root / "store", CurvesConfig())
         out[label] = (manifest, hh, info)
+        out[label + "-store"] = root / "store"
     return out
 
 
@@ -82,3 +89,20 @@ def test_mornings_line_up_across_the_dst_change_on_local_time(stores, change):
 def test_source_tz_is_checked():
     with pytest.raises(ValueError, match="--source-tz 'GMT-ish'"):
         IngestConfig(fmt="lcl", tz="Europe/London", source_tz="GMT-ish").validate()
+
+
+def test_a_model_card_on_london_households(stores, tmp_path):
+    """block_0's London weeks, cut into groups of 10, train a tiny model whose card holds every statistic
+    against the real test weeks, the training-vs-test baseline and the five targets."""
+    store = stores["gmt-store"]
+    manifest = build(store, CurvesConfig(group_sizes=(10,), draws=6, seed=0), reports=tmp_path / "reports", validate=False)
+    assert manifest["tz"] == "Europe/London"
+    out = train(store, TrainConfig(**TINY), out=tmp_path / "m", reports=tmp_path / "reports")
+    card = json.loads((out / "card.json").read_text())
+    assert card["n_curves"]["test"] >= 30 and card["fitted_statistics"] == list(statistics.names())
+    assert set(card["ks"]) == set(statistics.names()) == set(card["train_vs_test"]["ks"])
+    assert set(card["targets"]["by_statistic"]) == set(TARGET_STATISTICS)
+    # the real weeks reached the card in kW: ten London homes peak at 5-40 kW, their diversity factor is 1.3-5
+    assert 5 < card["q99_real"]["weekly-peak"] < 40 and 1.3 < card["q99_real"]["diversity-factor"] < 5
+    assert all(0 <= v <= 1 and np.isfinite(v) for v in card["ks"].values())
+    assert "Wednesday" in (out / "card.html").read_text() or "wednesday-gap" in (out / "card.html").read_text()

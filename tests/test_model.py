@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from energy_btgm.core.flow import LatentFlow
+from energy_btgm.errors import ParameterError
 from energy_btgm.model.train import fit_prior
 from energy_btgm.model.vae import VAE, Generator, Scaler, VAEConfig
 
@@ -84,26 +85,52 @@ def test_latent_prior_fits_the_aggregate_posterior():
 
 
 @pytest.mark.parametrize("power", [1.0, 0.7])
-def test_peak_term_is_the_gaussian_likelihood_of_the_weekly_peak(power):
-    """With peak weight w, the loss adds w·(−log N(peak(x); peak(mean), σ²)) per curve, peaks in kW over
-    their training std, read back through the scaler: checked against numpy on the same draws."""
+def test_statistics_term_is_the_gaussian_likelihood_of_every_statistic(power):
+    """With weight w, the loss adds w·Σ_k(−log N(s_k(x); s_k(mean), σ_k²)) per curve, each statistic over its
+    training std, curves read back through the scaler: checked against numpy, statistic by statistic
+    (weekly peak, MAE flatness and the diversity factor written out by hand), on the same draws."""
     rng = np.random.default_rng(0)
-    x_kw = np.abs(rng.normal(3.0, 1.5, (64, 7))).astype(np.float32)  # 6 slots + the sum of member peaks
+    x_kw = np.abs(rng.normal(3.0, 1.5, (64, 15))).astype(np.float32)  # 14 slots (2 per day) + the sum of member peaks
+    x_kw[:, -1] += 6.0
     sc = Scaler.fit(x_kw, power=power)
-    vae = VAE(VAEConfig(n_features=7, latent_dim=2, hidden=8, blocks=1, power=power, peak_weight=4.0))
+    names = ("weekly-peak", "mae-flatness", "diversity-factor")
+    vae = VAE(VAEConfig(n_features=15, latent_dim=2, hidden=8, blocks=1, power=power, stat_weight=4.0, statistics=names))
+    stds, logvars = np.array([2.5, 40.0, 0.7]), np.array([-0.7, 0.3, -1.2])
     with torch.no_grad():
         vae.feat_mean.copy_(torch.as_tensor(sc.mean)), vae.feat_std.copy_(torch.as_tensor(sc.std))
-        vae.peak_std.fill_(2.5), vae.peak_logvar.fill_(-0.7)
+        vae.stat_std.copy_(torch.as_tensor(stds)), vae.stat_logvar.copy_(torch.as_tensor(logvars))
         for p in vae.decoder[-1].parameters():
             torch.nn.init.normal_(p, std=0.5, generator=torch.Generator().manual_seed(1))
     x = torch.as_tensor(sc.transform(x_kw))
     with torch.no_grad():
         _, nll_with, _ = vae.loss(x, generator=torch.Generator().manual_seed(3))
-        _, nll_without, _ = vae.loss(x, generator=torch.Generator().manual_seed(3), peak_term=False)
+        _, nll_without, _ = vae.loss(x, generator=torch.Generator().manual_seed(3), stat_term=False)
         mu, logvar = vae.encode(x)
         eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(3))
-        mean_kw = sc.inverse_torch(vae.decode(mu + eps * (0.5 * logvar).exp())[0]).numpy()
-    a, b = x_kw[:, :-1].max(1) / 2.5, mean_kw[:, :-1].max(1) / 2.5
-    var = math.exp(-0.7)
-    want = 4.0 * np.mean(0.5 * ((a - b) ** 2 / var + math.log(var) + math.log(2 * math.pi)))
-    assert float(nll_with - nll_without) == pytest.approx(want, rel=1e-4)
+        mean_kw = sc.inverse_torch(vae.decode(mu + eps * (0.5 * logvar).exp())[0]).numpy().astype(np.float64)
+
+    def by_hand(f):  # (N, 15) kW -> (N, 3): peak, Σ|x - mean|·Δt with Δt = 168/14 h, sum of member peaks / peak
+        c = f[:, :-1]
+        return np.stack([c.max(1), np.abs(c - c.mean(1, keepdims=True)).sum(1) * 12.0, f[:, -1] / c.max(1)], 1) / stds
+
+    var = np.exp(logvars)
+    terms = 0.5 * ((by_hand(x_kw.astype(np.float64)) - by_hand(mean_kw)) ** 2 / var + logvars + math.log(2 * math.pi))
+    assert float(nll_with - nll_without) == pytest.approx(4.0 * terms.sum(1).mean(), rel=1e-4)
+
+
+def test_the_statistics_are_every_registered_criterion_and_the_diversity_factor(monkeypatch):
+    """A newly registered criterion joins the fitted (and reported) statistics with no code of its own."""
+    import criteria
+    from energy_btgm.model import statistics
+    from energy_btgm.model.config import TrainConfig
+
+    assert statistics.names()[-1] == "diversity-factor" and "weekly-peak" in statistics.names()
+    assert "mae-flatness-min" not in statistics.names()  # a minimised form is the same statistic
+    new = criteria.Criterion("evening-energy", lambda x: x[..., 36:44].sum(-1), "kWh", +1, "evening energy")
+    monkeypatch.setitem(criteria.REGISTRY, new.name, new)
+    assert "evening-energy" in TrainConfig().statistic_names()
+    x = torch.rand(3, 336)
+    got = statistics.compute(x, torch.full((3,), 9.0), ("evening-energy", "diversity-factor"))
+    assert torch.allclose(got, torch.stack([x[:, 36:44].sum(-1), 9.0 / x.amax(-1)], -1))
+    with pytest.raises(ParameterError, match="--statistics 'weekly-peek'.*not among"):
+        TrainConfig(statistics="weekly-peek").validate()

@@ -258,7 +258,7 @@ def test_freshness_keys_follow_the_manifests(tiny_model, tmp_path):
     # every parameter that changes the output makes it stale (the bug: another top fraction reused the old bank)
     for change in (dict(top_fraction=0.01), dict(seed=1), dict(steps=None), dict(n_bank=51)):
         assert not _fresh_tune(store, "weekly-energy", 10, **{**tuned, **change}), change
-    for change in (dict(epochs=TINY["epochs"] + 1), dict(seed=1), dict(options={**options, "peak_weight": 5.0})):
+    for change in (dict(epochs=TINY["epochs"] + 1), dict(seed=1), dict(options={**options, "stat_weight": 5.0})):
         args = {"epochs": TINY["epochs"], "seed": 0, "options": options, **change}
         assert not _fresh_model(store, 10, _train_config(10, args["epochs"], args["seed"], args["options"])), change
     with open(store / "curves" / "groups-n10.parquet", "ab") as fh:  # the curves changed: the model is stale
@@ -340,7 +340,7 @@ def test_scenario_pipeline_reruns_exactly_what_is_stale(curves_store, tmp_path, 
         assert stale_steps(kw) == []  # nothing stale any more
         # every parameter in turn: exactly the steps downstream of it are stale (the plan the flow runs by) ...
         tune, train = ["tune weekly-energy-n10"], ["train vae-n10"]
-        options = {**kw["train_options"], "peak_weight": 5.0}
+        options = {**kw["train_options"], "stat_weight": 5.0}
         changes = [
             (dict(tz="Europe/London"), ["ingest", "curves", *train, *tune, "compare"]),
             (dict(source_tz="UTC"), ["ingest", "curves", *train, *tune, "compare"]),

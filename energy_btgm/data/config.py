@@ -22,7 +22,7 @@ class SynthConfig:
     tz: str = "Europe/Paris"
     seed: int = 0
     heating_share: float = 0.35  # share of homes with electric space heating
-    ev_share: float = 0.15  # share of homes with an electric vehicle
+    ev_share: float = 0.02  # share of homes with an electric vehicle (few in London 2013)
     vacation_share: float = 0.05  # share of household-weeks spent away (base load only)
     heating_threshold_c: float = 15.0  # heating load grows as the temperature falls below this
     defects: bool = False

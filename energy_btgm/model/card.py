@@ -24,11 +24,12 @@ import torch
 import criteria
 from energy_btgm.core.figures import data_uri, new_figure, png_bytes
 from energy_btgm.core.html import render
+from energy_btgm.model import statistics as stats_mod
 from energy_btgm.model.vae import load_model
 from energy_btgm.store import atomic_write_json, atomic_write_text
 
 # every registered criterion, once per statistic (a minimised form is the same statistic as its maximised one)
-CARD_CRITERIA = tuple(name for name, c in criteria.REGISTRY.items() if c.direction == 1)
+CARD_CRITERIA = tuple(name for name in stats_mod.names() if name != stats_mod.DIVERSITY_FACTOR)
 N_GENERATED = 20_000
 # what the card holds the model to, on each statistic of TARGET_STATISTICS (issue 18)
 TARGET_STATISTICS = ("weekly-peak", "weekly-energy", "wednesday-gap", "mae-flatness", "diversity-factor")
@@ -41,11 +42,12 @@ TEMPLATE = Path(__file__).parent / "templates" / "card.html.j2"
 
 
 def statistics(curves_kw: np.ndarray, sum_peaks_kw: np.ndarray) -> dict[str, np.ndarray]:
-    """Criterion values of curves (N, T) [kW], plus the diversity factor (sum of member peaks over the group peak)."""
-    x = torch.as_tensor(curves_kw, dtype=torch.float32)  # (N, T)
-    out = {name: criteria.get(name)(x).numpy() for name in CARD_CRITERIA}
-    out["diversity-factor"] = sum_peaks_kw / np.maximum(curves_kw.max(1), 1e-6)
-    return out
+    """Every registered criterion of curves (N, T) [kW], plus the diversity factor (sum of member peaks over
+    the group peak): the statistics of ``model/statistics.py``, the same the model is fitted on."""
+    names = stats_mod.names()
+    x, pk = torch.as_tensor(curves_kw, dtype=torch.float32), torch.as_tensor(sum_peaks_kw, dtype=torch.float32)
+    values = stats_mod.compute(x, pk, names).numpy()  # (N, K)
+    return {name: values[:, k] for k, name in enumerate(names)}
 
 
 def fit_numbers(real: dict, gen: dict) -> dict:
@@ -165,7 +167,8 @@ def write_card(model_dir: Path, data: dict) -> dict:
         "n_generated": N_GENERATED,
         "curves_sha256": meta["curves_sha256"],
         "produced_by": meta["produced_by"],
-        "peak_weight": gen_model.vae.cfg.peak_weight,
+        "stat_weight": gen_model.vae.cfg.stat_weight,
+        "fitted_statistics": list(gen_model.vae.cfg.statistics),
         **fit_numbers(real, gen),
     }
     train = data["train"]

@@ -24,7 +24,8 @@ class TrainConfig:
     prior_transforms: int = 4  # coupling layers of a second-stage prior flow on the aggregate posterior; 0: none
     prior_steps: int = 3000  # its gradient steps (batch 512)
     heteroscedastic: bool = False  # observation variance per feature and latent
-    peak_weight: float = 20.0  # the weekly peak observed w more times, as the peak of the decoder mean; 0: off
+    stat_weight: float = 50.0  # every statistic (criteria and DF) observed w more times, as that of the decoder mean; 0: off
+    statistics: str = "all"  # which: "all" (every registered criterion and the diversity factor) or names, comma-separated
     seed: int = 0
     device: str = "auto"
 
@@ -34,9 +35,26 @@ class TrainConfig:
                 raise ParameterError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.power <= 1:
             raise ParameterError(f"--power must be in (0, 1], got {self.power}")
-        if self.peak_weight < 0:
-            raise ParameterError(f"--peak-weight must be 0 (off) or more, got {self.peak_weight}")
+        if self.stat_weight < 0:
+            raise ParameterError(f"--stat-weight must be 0 (off) or more, got {self.stat_weight}")
+        self.statistic_names()
         if self.prior_transforms < 0:
             raise ParameterError(f"--prior-transforms must be 0 or more, got {self.prior_transforms}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ParameterError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+
+    def statistic_names(self) -> tuple[str, ...]:
+        """The statistics of the statistics term, checked against the registry (``model/statistics.py``)."""
+        from energy_btgm.model import statistics
+
+        known = statistics.names()
+        if self.statistics == "all":
+            return known
+        chosen = tuple(s.strip() for s in self.statistics.split(",") if s.strip())
+        unknown = [s for s in chosen if s not in known]
+        if unknown or not chosen:
+            raise ParameterError(
+                f"--statistics {self.statistics!r}: {', '.join(unknown) or 'none given'} not among {', '.join(known)}; "
+                "use 'all' or names from that list, comma-separated"
+            )
+        return chosen

@@ -25,6 +25,7 @@ from energy_btgm import faults
 from energy_btgm.core import checkpoint
 from energy_btgm.data.curves import read_groups
 from energy_btgm.errors import TrainingError
+from energy_btgm.model import statistics
 from energy_btgm.model.config import TrainConfig
 from energy_btgm.model.vae import VAE, Scaler, VAEConfig, save_model
 from energy_btgm.store import code_version, replace_dir, sha256_file
@@ -75,14 +76,14 @@ def _device(name: str) -> torch.device:
 
 
 @torch.no_grad()
-def neg_elbo(model: VAE, x: torch.Tensor, seed: int, batch: int = 4096, peak_term: bool = True) -> float:
-    """Mean negative ELBO [nats per curve] with KL weight 1, noise from a fixed seed; without ``peak_term``
+def neg_elbo(model: VAE, x: torch.Tensor, seed: int, batch: int = 4096, stat_term: bool = True) -> float:
+    """Mean negative ELBO [nats per curve] with KL weight 1, noise from a fixed seed; without ``stat_term``
     the ELBO of the curves alone (what the card reports), else the training objective."""
     model.eval()
     g = torch.Generator().manual_seed(seed)
     total = 0.0
     for i in range(0, len(x), batch):
-        loss, _, _ = model.loss(x[i : i + batch], 1.0, generator=g, peak_term=peak_term)
+        loss, _, _ = model.loss(x[i : i + batch], 1.0, generator=g, stat_term=stat_term)
         total += float(loss) * len(x[i : i + batch])
     return total / len(x)
 
@@ -150,13 +151,16 @@ def train(
         power=cfg.power,
         prior_transforms=cfg.prior_transforms,
         heteroscedastic=cfg.heteroscedastic,
-        peak_weight=cfg.peak_weight,
+        stat_weight=cfg.stat_weight,
+        statistics=cfg.statistic_names() if cfg.stat_weight else (),
     )
     model = VAE(vcfg).to(device)
-    if cfg.peak_weight:
+    if cfg.stat_weight:
         model.feat_mean.copy_(torch.as_tensor(scaler.mean))
         model.feat_std.copy_(torch.as_tensor(scaler.std))
-        model.peak_std.fill_(float(data["train"][:, :-1].max(1).std()))  # (N, T) -> weekly peaks (N,) -> std
+        train_kw = torch.as_tensor(data["train"])  # (N, F) kW
+        stds = statistics.compute(train_kw[:, :-1], train_kw[:, -1], vcfg.statistics).std(0)  # (N, K) -> (K,)
+        model.stat_std.copy_(stds.clamp(min=1e-6))
     vae_params = [p for name, p in model.named_parameters() if not name.startswith("prior.")]  # the prior comes after
     opt = torch.optim.AdamW(vae_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "history": [], "best_val": math.inf, "best_state": None, "bad_epochs": 0, "seconds": 0.0}
@@ -259,7 +263,7 @@ def train(
         prior_nll = fit_prior(model, x_train, cfg.prior_steps, seed=cfg.seed, progress=progress)
         state["history"][-1]["prior_nll"] = prior_nll
         state["seconds"] += time.perf_counter() - t0
-    test_elbo = -neg_elbo(model, x_test, seed=cfg.seed + 23, peak_term=False)
+    test_elbo = -neg_elbo(model, x_test, seed=cfg.seed + 23, stat_term=False)
     meta = {
         "produced_by": f"energy-btgm {code_version()} train",
         "train_config": dataclasses.asdict(cfg),

@@ -7,11 +7,14 @@ training split. The observation model is Gaussian, with a learned variance per f
 ``heteroscedastic``, per feature and latent).
 
 Generated curves are decoder means (the quantity BTGM tunes: ``f̂(z) = f(dec(z))``, DESIGN.md). A
-Gaussian decoder's mean averages away the slot-level spikes that make a small group's weekly peak,
-so with ``peak_weight`` w > 0 the peak is also observed as the peak of the decoder mean, with its
-own learned variance: the objective is the ELBO of a model that sees the curve once and its peak
-w more times, and the latent then carries the size of the week's peak. The card shows the fit of
-the means and, beside it, of draws x ~ p(x|z).
+Gaussian decoder's mean averages away what the latent does not carry: the slot-level spikes that make
+a small group's weekly peak, the day-to-day swings behind the Wednesday gap, the volatility that MAE
+flatness measures. With ``stat_weight`` w > 0 the model also observes, w times, each of the
+``statistics`` of a week (every registered criterion and the diversity factor, ``model/statistics.py``)
+as that statistic of the decoder mean, with its own learned variance: the objective is the ELBO of a
+model that sees the curve once and its statistics w more times, so the latent carries what the
+statistics need, and a newly registered criterion is fitted with no code of its own. The card shows
+the fit of the means and, beside it, of draws x ~ p(x|z).
 
 With ``prior_transforms`` > 0 the latent gets a second-stage prior (a two-stage VAE): a coupling
 flow ``z = T(u)``, fitted after training to the training curves' aggregate posterior, so that
@@ -31,6 +34,7 @@ import torch
 from torch import nn
 
 from energy_btgm.core import checkpoint
+from energy_btgm.model import statistics
 from energy_btgm.store import to_json
 
 LOG2PI = math.log(2 * math.pi)
@@ -47,7 +51,8 @@ class VAEConfig:
     power: float = 1.0  # features are modelled as x ** power (kW ** power)
     prior_transforms: int = 0  # coupling layers of a second-stage prior flow z = T(u); 0: z ~ N(0, I)
     heteroscedastic: bool = False  # observation variance per feature and latent (True) or per feature only
-    peak_weight: float = 0.0  # weight of the weekly peak, observed as the peak of the decoder mean (0: off)
+    stat_weight: float = 0.0  # weight of the statistics term (0: off)
+    statistics: tuple[str, ...] = ()  # statistics observed as those of the decoder mean (model/statistics.py)
 
 
 def to_kw(y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, power: float) -> torch.Tensor:
@@ -84,12 +89,13 @@ class VAE(nn.Module):
         self.encoder = _tower(cfg.n_features, cfg.hidden, 2 * cfg.latent_dim, cfg.blocks)
         self.decoder = _tower(cfg.latent_dim, cfg.hidden, (2 if cfg.heteroscedastic else 1) * cfg.n_features, cfg.blocks)
         self.obs_logvar = nn.Parameter(torch.full((cfg.n_features,), -2.0))  # per-feature observation log-variance
-        if cfg.peak_weight:
-            # the scaler (to read the weekly peak in kW from the model's scale) and the peaks' std; set by train()
+        if cfg.stat_weight:
+            # the scaler (to read curves in kW from the model's scale) and the statistics' stds; set by train()
+            k = len(cfg.statistics)
             self.register_buffer("feat_mean", torch.zeros(cfg.n_features))
             self.register_buffer("feat_std", torch.ones(cfg.n_features))
-            self.register_buffer("peak_std", torch.ones(()))
-            self.peak_logvar = nn.Parameter(torch.tensor(-2.0))
+            self.register_buffer("stat_std", torch.ones(k))
+            self.stat_logvar = nn.Parameter(torch.full((k,), -2.0))  # per-statistic observation log-variance
         self.prior = None
         if cfg.prior_transforms:
             from energy_btgm.core.flow import LatentFlow
@@ -117,25 +123,26 @@ class VAE(nn.Module):
         """One draw of x ~ p(x|z) per row (model's scale)."""
         return mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=generator, dtype=mean.dtype)  # (B, F)
 
-    def peak(self, y):
-        """(B,) weekly peak [kW] over the training peaks' std, from features (B, F) on the model's scale."""
-        # (B, F) -> the curve's T = F - 1 points (B, T) in kW -> max over the week (B,)
-        return to_kw(y[:, :-1], self.feat_mean[:-1], self.feat_std[:-1], self.cfg.power).amax(-1) / self.peak_std
+    def stats(self, y):
+        """(B, K) the ``statistics`` of features (B, F) on the model's scale, each over its training std."""
+        kw = to_kw(y, self.feat_mean, self.feat_std, self.cfg.power)  # (B, F): curve (B, T) | sum of member peaks
+        return statistics.compute(kw[:, :-1], kw[:, -1], self.cfg.statistics) / self.stat_std  # (B, K) / (K,)
 
-    def loss(self, x, kl_weight: float = 1.0, generator: torch.Generator | None = None, peak_term: bool = True):
+    def loss(self, x, kl_weight: float = 1.0, generator: torch.Generator | None = None, stat_term: bool = True):
         """Negative ELBO per curve (mean over the batch) and its parts, in nats. x: (B, F) scaled.
 
-        With ``peak_weight`` w > 0 (and ``peak_term``), the reconstruction term also holds w times the
-        Gaussian negative log-likelihood of the curve's weekly peak given the peak of the decoder mean:
-        the objective is then the ELBO of a model that observes the peak w more times."""
+        With ``stat_weight`` w > 0 (and ``stat_term``), the reconstruction term also holds w times the
+        Gaussian negative log-likelihood of each statistic of the curve given that statistic of the
+        decoder mean: the objective is then the ELBO of a model that observes them w more times."""
         mu, logvar = self.encode(x)
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)  # (B, Z)
         z = mu + eps * (0.5 * logvar).exp()  # (B, Z)
         mean, obs_logvar = self.decode(z)  # (B, F), (B, F)
         nll = -self.obs_log_prob(x, mean, obs_logvar)  # (B,)
-        if self.cfg.peak_weight and peak_term:
-            lv = self.peak_logvar
-            nll = nll + self.cfg.peak_weight * 0.5 * ((self.peak(x) - self.peak(mean)) ** 2 * (-lv).exp() + lv + LOG2PI)
+        if self.cfg.stat_weight and stat_term:
+            lv = self.stat_logvar  # (K,)
+            sq = (self.stats(x) - self.stats(mean)) ** 2  # (B, K)
+            nll = nll + self.cfg.stat_weight * 0.5 * (sq * (-lv).exp() + lv + LOG2PI).sum(-1)  # (B,)
         kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(-1)  # (B,)
         return (nll + kl_weight * kl).mean(), nll.mean(), kl.mean()
 
@@ -235,7 +242,7 @@ def load_model(directory: Path) -> Generator:
             raise FileNotFoundError(f"model {directory} is incomplete: {f} is missing; retrain with `energy-btgm train`")
     doc = json.loads((directory / "model.json").read_text())
     try:
-        cfg = VAEConfig(**doc["vae_config"])
+        cfg = VAEConfig(**{**doc["vae_config"], "statistics": tuple(doc["vae_config"].get("statistics", ()))})
     except TypeError as e:
         raise ValueError(f"{directory / 'model.json'}: vae_config does not match this version ({e}); retrain the model") from None
     vae = VAE(cfg)

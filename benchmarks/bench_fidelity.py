@@ -1,0 +1,105 @@
+"""Model fidelity on the demo data and on real London households: issue 18's table.
+
+For the demo store (its curves, from `make demo`) and for the Low Carbon London files (ingested with
+their zones, GMT files and London meters, into a work store), and for groups of 10 and of 100, train a
+model with the default settings and print, per statistic (weekly peak, weekly energy, Wednesday gap,
+MAE flatness, diversity factor), the model card's KS and q0.99 (and q0.999) errors of generated weeks
+against the held-out test weeks, the training-vs-test baseline beside them, and the training seconds.
+
+Usage: python benchmarks/bench_fidelity.py [--store data] [--lcl ../shared/data/lcl-2013]
+       [--work /tmp/btgm-fidelity] [--only demo|lcl] [--reuse]
+Goal: KS <= 0.08 and |q0.99 error| <= 5 % on all five, for both group sizes and both data sets; training
+<= 5 min per model at demo size on 2 cores. About 20 min on 2 cores (four models and the LCL ingest).
+"""
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+from _common import report
+
+from energy_btgm.data.config import CurvesConfig, IngestConfig
+from energy_btgm.data.curves import build
+from energy_btgm.data.ingest import ingest
+from energy_btgm.model.card import TARGET_STATISTICS
+from energy_btgm.model.config import TrainConfig
+from energy_btgm.model.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ap.add_argument("--store", default=str(ROOT / "data"), help="the demo store (its curves are used)")
+ap.add_argument("--lcl", default=str(ROOT.parent / "shared" / "data" / "lcl-2013"), help="folder of the LCL block files")
+ap.add_argument("--work", default="/tmp/btgm-fidelity", help="where the LCL store and the benchmark's models go")
+ap.add_argument("--only", choices=("demo", "lcl"), help="one data set only")
+ap.add_argument("--reuse", action="store_true", help="reuse models already trained under --work")
+ap.add_argument("--draws", type=int, default=67, help="LCL groups per week and group size (the demo's --draws)")
+a = ap.parse_args()
+work = Path(a.work)
+
+
+def lcl_store() -> Path:
+    """The LCL files ingested (GMT files, London meters) and cut into group curves, once."""
+    store = work / "lcl-store"
+    if (store / "curves" / "groups-n100.parquet").exists():
+        return store
+    files = sorted(Path(a.lcl).glob("block_*.csv.gz"))
+    if not files:
+        raise SystemExit(f"no block_*.csv.gz under {a.lcl}; pass --lcl or --only demo")
+    shutil.rmtree(store, ignore_errors=True)
+    t = time.perf_counter()
+    ingest(files, store, IngestConfig(fmt="lcl", tz="Europe/London", source_tz="UTC"), reports=work / "reports")
+    build(store, CurvesConfig(group_sizes=(10, 100), draws=a.draws, seed=0), reports=work / "reports")
+    report("fidelity", "LCL ingest and group curves", round(time.perf_counter() - t, 1), "s")
+    return store
+
+
+def card_of(label: str, store: Path, n: int) -> dict:
+    out = work / "models" / f"{label}-n{n}"
+    if not (a.reuse and (out / "card.json").exists()):
+        t = time.perf_counter()
+        train(store, TrainConfig(group_size=n, seed=0), out=out, reports=work / "reports")
+        report("fidelity", f"{label} n{n}: train (incl. card)", round(time.perf_counter() - t, 1), "s", "<= 300 s")
+    return json.loads((out / "card.json").read_text())
+
+
+rows = []
+sets = [("demo", lambda: Path(a.store)), ("lcl", lcl_store)]
+for label, store_of in sets:
+    if a.only and a.only != label:
+        continue
+    store = store_of()
+    for n in (10, 100):
+        card = card_of(label, store, n)
+        by = card["targets"]["by_statistic"]
+        for name in TARGET_STATISTICS:
+            rows.append(
+                (
+                    label,
+                    n,
+                    card["n_curves"]["test"],
+                    name,
+                    card["ks"][name],
+                    card["q99_rel_err"][name],
+                    card["q999_rel_err"][name],
+                    card["train_vs_test"]["ks"][name],
+                    card["train_vs_test"]["q99_rel_err"][name],
+                    by[name]["met"],
+                )
+            )
+            report("fidelity", f"{label} n{n} {name}: KS", round(card["ks"][name], 3), "", "<= 0.08")
+            report("fidelity", f"{label} n{n} {name}: q0.99 error", round(100 * card["q99_rel_err"][name], 1), "%", "within 5 %")
+        report("fidelity", f"{label} n{n}: training seconds (card.json)", card["train_seconds"], "s", "<= 300 s")
+
+print()
+print(
+    f"{'data':5} {'n':>4} {'test':>5}  {'statistic':18} {'KS':>6} {'q0.99':>7} {'q0.999':>7}   "
+    f"{'baseline KS':>11} {'q0.99':>7}   targets"
+)
+for label, n, n_test, name, ks, q99, q999, bks, bq99, met in rows:
+    print(
+        f"{label:5} {n:4d} {n_test:5d}  {name:18} {ks:6.3f} {q99:+7.1%} {q999:+7.1%}   {bks:11.3f} {bq99:+7.1%}   "
+        f"{'met' if met else 'MISSED'}"
+    )
+print(f"\n{sum(r[-1] for r in rows)} of {len(rows)} met (q0.999 counts where the test split holds >= 1,000 curves)")
