@@ -32,7 +32,7 @@ demo: $(STAMP)
 	done; done
 	for c in weekly-peak wednesday-gap mae-flatness; do \
 	  $(CLI) compare --store $(STORE) --reports $(REPORTS) --criterion $$c --group-size 10 \
-	    --levels 0.99 0.999 0.9999 --seconds 20 --reference-samples 2000000 || exit 1; \
+	    --levels 0.99 0.999 0.9999 --seconds 15 --reference-samples 2000000 || exit 1; \
 	done
 	$(CLI) report --store $(STORE) --reports $(REPORTS) --run latest
 

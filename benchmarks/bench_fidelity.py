@@ -8,6 +8,7 @@ against the held-out test weeks, the training-vs-test baseline beside them, and 
 
 Usage: python benchmarks/bench_fidelity.py [--store data] [--lcl ../shared/data/lcl-2013]
        [--work /tmp/btgm-fidelity] [--only demo|lcl] [--reuse]
+The LCL store (<work>/lcl-store, with its models) is then ready for `energy-btgm tune` and `report`.
 Goal: KS <= 0.08 and |q0.99 error| <= 5 % on all five, for both group sizes and both data sets; training
 <= 5 min per model at demo size on 2 cores. About 20 min on 2 cores (four models and the LCL ingest).
 """
@@ -56,7 +57,9 @@ def lcl_store() -> Path:
 
 
 def card_of(label: str, store: Path, n: int) -> dict:
-    out = work / "models" / f"{label}-n{n}"
+    # the LCL models go into the LCL store, which is then a store like the demo's (tune, compare, report on it);
+    # the demo's own models are left alone
+    out = store / "models" / f"vae-n{n}" if label == "lcl" else work / "models" / f"{label}-n{n}"
     if not (a.reuse and (out / "card.json").exists()):
         t = time.perf_counter()
         train(store, TrainConfig(group_size=n, seed=0), out=out, reports=work / "reports")

@@ -589,6 +589,12 @@ def build_parser() -> argparse.ArgumentParser:
     _option(
         p,
         TrainConfig,
+        "joint_prior",
+        help="train the latent prior flow with the VAE (the KL term is taken to it) instead of fitting it afterwards",
+    )
+    _option(
+        p,
+        TrainConfig,
         "stat_weight",
         metavar="W",
         help="every statistic of --statistics is also observed W times as that statistic of the decoder mean, "

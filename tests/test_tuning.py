@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from energy_btgm.data.curves import read_groups
 from energy_btgm.tuning.engine import TuneConfig
 from energy_btgm.tuning.run import load_flow, tune_criterion
 from energy_btgm.tuning.theory import pareto_efficiency, theory_curve
@@ -119,3 +120,8 @@ def test_report_is_self_contained_and_matches_summary(tiny_model, tmp_path, cli_
     t = summary["tuned"]["weekly-peak-n10"]
     assert f"{t['pareto_efficiency']:.4g}" in page and f"{t['beta']:.4g}" in page
     assert "report:" in r.stdout and "weekly-peak-n10" in r.stdout
+    # the tuned bank beside the real held-out weeks with the highest weekly peak (issue 18)
+    assert 'alt="the tuned bank for weekly-peak beside the real weeks' in page
+    test_peaks = np.sort(read_groups(tiny_model, 10, split="test").attrs["curves_kw"].max(1))[::-1]
+    assert t["extremes"]["real_top"] == pytest.approx(test_peaks[:5].tolist(), rel=1e-5)
+    assert t["extremes"]["real_test_weeks"] == len(test_peaks)

@@ -22,7 +22,8 @@ class TrainConfig:
     patience: int = 15  # early stopping on the validation ELBO
     power: float = 1.0  # features modelled as kW ** power (<1 makes appliance spikes less skewed)
     prior_transforms: int = 4  # coupling layers of a second-stage prior flow on the aggregate posterior; 0: none
-    prior_steps: int = 3000  # its gradient steps (batch 512)
+    prior_steps: int = 2000  # its gradient steps (batch 512)
+    joint_prior: bool = False  # train the prior flow with the VAE (the KL to it) instead of fitting it afterwards
     heteroscedastic: bool = False  # observation variance per feature and latent
     stat_weight: float = 50.0  # every statistic (criteria and DF) observed w more times, as that of the decoder mean; 0: off
     statistics: str = "all"  # which: "all" (every registered criterion and the diversity factor) or names, comma-separated

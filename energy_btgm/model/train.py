@@ -150,6 +150,7 @@ def train(
         blocks=cfg.blocks,
         power=cfg.power,
         prior_transforms=cfg.prior_transforms,
+        joint_prior=cfg.joint_prior and cfg.prior_transforms > 0,
         heteroscedastic=cfg.heteroscedastic,
         stat_weight=cfg.stat_weight,
         statistics=cfg.statistic_names() if cfg.stat_weight else (),
@@ -161,7 +162,8 @@ def train(
         train_kw = torch.as_tensor(data["train"])  # (N, F) kW
         stds = statistics.compute(train_kw[:, :-1], train_kw[:, -1], vcfg.statistics).std(0)  # (N, K) -> (K,)
         model.stat_std.copy_(stds.clamp(min=1e-6))
-    vae_params = [p for name, p in model.named_parameters() if not name.startswith("prior.")]  # the prior comes after
+    # the prior comes after, unless it is trained with the VAE
+    vae_params = [p for name, p in model.named_parameters() if vcfg.joint_prior or not name.startswith("prior.")]
     opt = torch.optim.AdamW(vae_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "history": [], "best_val": math.inf, "best_state": None, "bad_epochs": 0, "seconds": 0.0}
     checksum = sha256_file(curves_file)
@@ -183,6 +185,8 @@ def train(
     work.mkdir(parents=True, exist_ok=True)
 
     n = len(x_train)
+    with torch.no_grad():  # the real curves' statistics do not change: computed once
+        stats_train = model.stats(x_train) if vcfg.stat_weight else None  # (N, K)
     epochs = range(state["epoch"], cfg.epochs)
     bar = None
     if progress:
@@ -200,8 +204,9 @@ def train(
             beta = kl_weight(epoch, cfg.kl_warmup_epochs)
             sums = np.zeros(3)
             for i in range(0, n, cfg.batch_size):
-                xb = x_train[perm[i : i + cfg.batch_size]]
-                loss, nll, kl = model.loss(xb, beta, generator=g)
+                idx = perm[i : i + cfg.batch_size]
+                sb = None if stats_train is None else stats_train[idx]
+                loss, nll, kl = model.loss(x_train[idx], beta, generator=g, x_stats=sb)
                 if not torch.isfinite(loss):
                     raise TrainingError(
                         f"the loss diverged (value {float(loss.detach())}) at epoch {epoch + 1}; the last good "
@@ -211,7 +216,7 @@ def train(
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
                 opt.step()
-                sums += np.array([loss.item(), nll.item(), kl.item()]) * len(xb)
+                sums += np.array([loss.item(), nll.item(), kl.item()]) * len(idx)
             val = neg_elbo(model, x_val, seed=cfg.seed + 17)
             train_loss, train_nll, train_kl = (float(v) for v in sums / n)  # plain floats: the checkpoint is plain data
             state["seconds"] += time.perf_counter() - t0
@@ -258,7 +263,7 @@ def train(
 
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
-    if model.prior is not None:
+    if model.prior is not None and not vcfg.joint_prior:
         t0 = time.perf_counter()
         prior_nll = fit_prior(model, x_train, cfg.prior_steps, seed=cfg.seed, progress=progress)
         state["history"][-1]["prior_nll"] = prior_nll

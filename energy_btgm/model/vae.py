@@ -50,6 +50,7 @@ class VAEConfig:
     blocks: int = 10  # residual blocks in the encoder and in the decoder each
     power: float = 1.0  # features are modelled as x ** power (kW ** power)
     prior_transforms: int = 0  # coupling layers of a second-stage prior flow z = T(u); 0: z ~ N(0, I)
+    joint_prior: bool = False  # the prior flow trained with the VAE (KL to it) instead of fitted afterwards
     heteroscedastic: bool = False  # observation variance per feature and latent (True) or per feature only
     stat_weight: float = 0.0  # weight of the statistics term (0: off)
     statistics: tuple[str, ...] = ()  # statistics observed as those of the decoder mean (model/statistics.py)
@@ -128,12 +129,13 @@ class VAE(nn.Module):
         kw = to_kw(y, self.feat_mean, self.feat_std, self.cfg.power)  # (B, F): curve (B, T) | sum of member peaks
         return statistics.compute(kw[:, :-1], kw[:, -1], self.cfg.statistics) / self.stat_std  # (B, K) / (K,)
 
-    def loss(self, x, kl_weight: float = 1.0, generator: torch.Generator | None = None, stat_term: bool = True):
+    def loss(self, x, kl_weight: float = 1.0, generator: torch.Generator | None = None, stat_term: bool = True, x_stats=None):
         """Negative ELBO per curve (mean over the batch) and its parts, in nats. x: (B, F) scaled.
 
         With ``stat_weight`` w > 0 (and ``stat_term``), the reconstruction term also holds w times the
         Gaussian negative log-likelihood of each statistic of the curve given that statistic of the
-        decoder mean: the objective is then the ELBO of a model that observes them w more times."""
+        decoder mean: the objective is then the ELBO of a model that observes them w more times.
+        ``x_stats`` (B, K): ``stats(x)`` computed beforehand (training computes them once per data set)."""
         mu, logvar = self.encode(x)
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)  # (B, Z)
         z = mu + eps * (0.5 * logvar).exp()  # (B, Z)
@@ -141,9 +143,14 @@ class VAE(nn.Module):
         nll = -self.obs_log_prob(x, mean, obs_logvar)  # (B,)
         if self.cfg.stat_weight and stat_term:
             lv = self.stat_logvar  # (K,)
-            sq = (self.stats(x) - self.stats(mean)) ** 2  # (B, K)
+            sq = ((self.stats(x) if x_stats is None else x_stats) - self.stats(mean)) ** 2  # (B, K)
             nll = nll + self.cfg.stat_weight * 0.5 * (sq * (-lv).exp() + lv + LOG2PI).sum(-1)  # (B,)
-        kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(-1)  # (B,)
+        if self.prior is not None and self.cfg.joint_prior:
+            # KL(q(z|x) ‖ p_T) by one draw: log q(z|x) - log p_T(z), the prior's density through its inverse
+            log_q = -0.5 * (eps**2 + logvar + LOG2PI).sum(-1)  # (B,)
+            kl = log_q - self.prior.log_prob(z)  # (B,)
+        else:
+            kl = 0.5 * (mu**2 + logvar.exp() - 1.0 - logvar).sum(-1)  # (B,)
         return (nll + kl_weight * kl).mean(), nll.mean(), kl.mean()
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import criteria
 from energy_btgm import bank, faults
 from energy_btgm.core.figures import data_uri, new_figure, png_bytes
 from energy_btgm.core.html import render
@@ -42,6 +43,50 @@ def _curves_figure(p_curves: np.ndarray, q_curves: np.ndarray, title: str) -> st
     ax[0].set_ylabel("kW")
     fig.suptitle(title, y=1.04)
     return data_uri(png_bytes(fig, dpi=80))
+
+
+def _extremes_figure(real: np.ndarray, bank_curves: np.ndarray, crit, title: str, k: int = 5) -> tuple[str, dict]:
+    """The real held-out weeks with the most extreme value of ``crit`` (its direction) beside the tuned bank's
+    curves at the same rank of the bank, as a data URI, and the criterion's values of both.
+
+    The question a planner asks of a tuned bank: do its weeks look like the real extreme weeks (shape, timing,
+    level), or like something no home does?"""
+    f_real = crit(torch.tensor(real, dtype=torch.float32)).numpy()  # (N,) (a copy: the curves are read-only)
+    f_bank = crit(torch.as_tensor(bank_curves, dtype=torch.float32)).numpy()  # (M,)
+    top = np.argsort(-crit.direction * f_real, kind="stable")[:k]  # the k most extreme real weeks
+    ranks = (np.linspace(0.1, 0.9, k) * (len(f_bank) - 1)).astype(int)
+    mid = np.argsort(f_bank, kind="stable")[ranks]  # k bank weeks, from the bank's p10 to its p90 of the criterion
+    T = real.shape[1]
+    hours = np.arange(T) * 168.0 / T
+    fig, ax = new_figure(2, figsize=(12, 3.2), sharey=True)
+    for a, x, f, name in (
+        (ax[0], real[top], f_real[top], f"the {k} most extreme real test weeks"),
+        (ax[1], bank_curves[mid], f_bank[mid], f"{k} tuned-bank weeks (its p10 to p90)"),
+    ):
+        for c, v in zip(x, f):
+            a.plot(hours, c, lw=0.7, alpha=0.85, label=f"{v:.3g} {crit.unit}")
+        a.set(title=name, xlabel="hour of week (Monday 00:00)", xticks=range(0, 169, 24))
+        a.legend(fontsize=7, title=crit.name, title_fontsize=7, loc="upper left")
+    ax[0].set_ylabel("kW")
+    fig.suptitle(title, y=1.04)
+    values = {
+        "real_test_weeks": int(len(real)),
+        "real_top": [float(v) for v in f_real[top]],
+        "bank_p10_p50_p90": [float(v) for v in np.quantile(f_bank, [0.1, 0.5, 0.9])],
+    }
+    return data_uri(png_bytes(fig, dpi=80)), values
+
+
+def _real_test_curves(gen) -> np.ndarray | None:
+    """The held-out test weeks (kW) of the curves the model was trained on, or None when they are gone."""
+    from energy_btgm.data.curves import read_groups
+
+    curves_file = Path(gen.meta.get("curves_file", ""))
+    try:
+        df = read_groups(curves_file.parents[1], int(gen.meta["group_size"]), split="test", curves_dir=curves_file.parent)
+    except (FileNotFoundError, ValueError, KeyError, OSError):
+        return None
+    return df.attrs["curves_kw"] if len(df) else None
 
 
 def _cell(v) -> str:
@@ -223,6 +268,7 @@ def _tuned(store: Path, summary: dict) -> tuple[dict | None, list[dict], dict | 
         )
         summary["tuned"][key]["bank_weights"] = s.get("bank_weights")
         section = {"criterion": s["criterion"], "group_size": s["group_size"], "key": key, "curves": None, "error": None}
+        section["extremes"] = None
         try:
             b = bank.read(s["bank"])
             gen = load_model(s["model"])
@@ -231,6 +277,12 @@ def _tuned(store: Path, summary: dict) -> tuple[dict | None, list[dict], dict | 
                 p_curves = gen.decode_kw(u)[0].numpy()  # (2000, T)
             q_curves = b.attrs["load_kw"][:2000]
             section["curves"] = _curves_figure(p_curves, q_curves, key)
+            real = _real_test_curves(gen)
+            if real is not None:
+                title = f"{key}: the tuned bank beside the real extreme weeks"
+                section["extremes"], summary["tuned"][key]["extremes"] = _extremes_figure(
+                    real, q_curves, criteria.get(s["criterion"]), title
+                )
             peak_p = p_curves.max(1)
             w = b["weight"].to_numpy()
             dfadmd_rows.append(

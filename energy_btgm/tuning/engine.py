@@ -231,7 +231,11 @@ def tune(
         faults.point(f"beta stage {it + 1}")
         if progress:
             progress(ev)
-        if abs(ev[key] - target) <= cfg.tol * abs(target):
+        # within the tolerance by a margin of two standard errors of the estimate: the final KL, estimated
+        # again on 100,000 draws, then stays inside it (with the bare test, a stage at 4.679 for the target
+        # 4.605 passed and the final estimate read 4.752)
+        se = 2 * ev["kl_se"] if key == "kl" else 0.0
+        if abs(ev[key] - target) + se <= cfg.tol * abs(target):
             converged = True
             break
         # bracket β, but not from the first stage: a flow 500 steps from the identity still sits short of
