@@ -23,7 +23,7 @@ import torch
 from tests.conftest import TINY
 
 SEED = 20261129
-KILLS_PER_STEP = 4
+KILLS_PER_STEP = 3
 STEPS = ["ingest", "curves", "train", "tune", "compare", "report"]
 
 
