@@ -39,6 +39,7 @@ TARGETS_TEXT = (
     "diversity factor; q0.999 within 10 % where the test split holds ≥ 1,000 curves"
 )
 TEMPLATE = Path(__file__).parent / "templates" / "card.html.j2"
+ARCHITECTURE = ("latent_dim", "hidden", "blocks", "prior_transforms", "joint_prior")  # what the card says the model is
 
 
 def statistics(curves_kw: np.ndarray, sum_peaks_kw: np.ndarray) -> dict[str, np.ndarray]:
@@ -167,6 +168,7 @@ def write_card(model_dir: Path, data: dict) -> dict:
         "n_generated": N_GENERATED,
         "curves_sha256": meta["curves_sha256"],
         "produced_by": meta["produced_by"],
+        "architecture": {k: getattr(gen_model.vae.cfg, k) for k in ARCHITECTURE},
         "stat_weight": gen_model.vae.cfg.stat_weight,
         "fitted_statistics": list(gen_model.vae.cfg.statistics),
         **fit_numbers(real, gen),
