@@ -138,6 +138,12 @@ def group_stats(arr: np.ndarray, n: int, rng: np.random.Generator, draws_per_hom
     return np.array(dfs), np.array(admd), np.array(week, dtype=int)
 
 
+def _deciles(out: dict, key: str, values: np.ndarray) -> None:
+    """``out[key_p10]``, ``out[key_p50]``, ``out[key_p90]``: percentiles of ``values``, NaN ignored."""
+    for q, v in zip((10, 50, 90), np.nanpercentile(values, [10, 50, 90])):
+        out[f"{key}_p{q}"] = float(v)
+
+
 def describe(path: Path, seed: int = 0) -> dict:
     """Measure the statistics in ``TARGETS`` (and a few more) on a long-format data set."""
     path = Path(path)
@@ -156,9 +162,7 @@ def describe(path: Path, seed: int = 0) -> dict:
     complete = np.isfinite(arr).all(2)  # (M, W)
     peaks = np.where(complete, np.nanmax(np.where(np.isfinite(arr), arr, -np.inf), axis=2), np.nan)
     out["complete_household_weeks"] = int(complete.sum())
-    out["weekly_peak_kw_p10"], out["weekly_peak_kw_p50"], out["weekly_peak_kw_p90"] = (
-        float(x) for x in np.nanpercentile(peaks, [10, 50, 90])
-    )
+    _deciles(out, "weekly_peak_kw", peaks)
 
     energy = np.where(complete, arr.sum(2) * step_h, np.nan)  # (M, W) kWh
     month = (weeks + pd.Timedelta(days=3)).month.to_numpy()
@@ -198,10 +202,8 @@ def describe(path: Path, seed: int = 0) -> dict:
         dfs, admd, wk = group_stats(arr, n, rng)
         if not len(dfs):
             continue
-        out[f"df{n}_p10"], out[f"df{n}_p50"], out[f"df{n}_p90"] = (float(x) for x in np.percentile(dfs, [10, 50, 90]))
-        out[f"admd{n}_kw_p10"], out[f"admd{n}_kw_p50"], out[f"admd{n}_kw_p90"] = (
-            float(x) for x in np.percentile(admd, [10, 50, 90])
-        )
+        _deciles(out, f"df{n}", dfs)
+        _deciles(out, f"admd{n}_kw", admd)
         out[f"groups{n}"] = int(len(dfs))
         if n == 100:
             cold = (weekly_temp[wk] < 8.0) if weekly_temp is not None else np.isin(month[wk], (12, 1, 2))

@@ -18,7 +18,7 @@ import torch
 
 import criteria
 from energy_btgm import bank, faults
-from energy_btgm.core.figures import data_uri, new_figure, png_bytes
+from energy_btgm.core.figures import data_uri, mean_band, png_bytes, week_panels
 from energy_btgm.core.html import render
 from energy_btgm.model.card import TARGETS_TEXT
 from energy_btgm.model.vae import load_model
@@ -30,17 +30,10 @@ TEMPLATE = Path(__file__).parent / "templates" / "report.html.j2"
 
 def _curves_figure(p_curves: np.ndarray, q_curves: np.ndarray, title: str) -> str:
     """p's curves beside the tuned q's (mean ± std and five samples each), as a data URI."""
-    T = p_curves.shape[1]
-    hours = np.arange(T) * 168.0 / T
-    fig, ax = new_figure(2, figsize=(12, 3.2), sharey=True)
-    for a, x, name in ((ax[0], p_curves, "p (untuned model)"), (ax[1], q_curves, "tuned q")):
-        m, s = x.mean(0), x.std(0)  # (T,), (T,) over curves
-        a.fill_between(hours, m - s, m + s, alpha=0.25, label="mean ± std")
-        a.plot(hours, m, lw=1.2)
-        for c in x[:5]:
-            a.plot(hours, c, lw=0.5, alpha=0.7)
-        a.set(title=f"{name}: mean ± std and 5 samples", xlabel="hour of week (Monday 00:00)", xticks=range(0, 169, 24))
-    ax[0].set_ylabel("kW")
+    names = ("p (untuned model)", "tuned q")
+    fig, ax, hours = week_panels([f"{name}: mean ± std and 5 samples" for name in names], p_curves.shape[1])
+    for a, x in zip(ax, (p_curves, q_curves)):
+        mean_band(a, hours, x)
     fig.suptitle(title, y=1.04)
     return data_uri(png_bytes(fig, dpi=80))
 
@@ -56,18 +49,12 @@ def _extremes_figure(real: np.ndarray, bank_curves: np.ndarray, crit, title: str
     top = np.argsort(-crit.direction * f_real, kind="stable")[:k]  # the k most extreme real weeks
     ranks = (np.linspace(0.1, 0.9, k) * (len(f_bank) - 1)).astype(int)
     mid = np.argsort(f_bank, kind="stable")[ranks]  # k bank weeks, from the bank's p10 to its p90 of the criterion
-    T = real.shape[1]
-    hours = np.arange(T) * 168.0 / T
-    fig, ax = new_figure(2, figsize=(12, 3.2), sharey=True)
-    for a, x, f, name in (
-        (ax[0], real[top], f_real[top], f"the {k} most extreme real test weeks"),
-        (ax[1], bank_curves[mid], f_bank[mid], f"{k} tuned-bank weeks (its p10 to p90)"),
-    ):
+    titles = [f"the {k} most extreme real test weeks", f"{k} tuned-bank weeks (its p10 to p90)"]
+    fig, ax, hours = week_panels(titles, real.shape[1])
+    for a, x, f in ((ax[0], real[top], f_real[top]), (ax[1], bank_curves[mid], f_bank[mid])):
         for c, v in zip(x, f):
             a.plot(hours, c, lw=0.7, alpha=0.85, label=f"{v:.3g} {crit.unit}")
-        a.set(title=name, xlabel="hour of week (Monday 00:00)", xticks=range(0, 169, 24))
         a.legend(fontsize=7, title=crit.name, title_fontsize=7, loc="upper left")
-    ax[0].set_ylabel("kW")
     fig.suptitle(title, y=1.04)
     values = {
         "real_test_weeks": int(len(real)),
@@ -267,8 +254,8 @@ def _tuned(store: Path, summary: dict) -> tuple[dict | None, list[dict], dict | 
             ]
         )
         summary["tuned"][key]["bank_weights"] = s.get("bank_weights")
-        section = {"criterion": s["criterion"], "group_size": s["group_size"], "key": key, "curves": None, "error": None}
-        section["extremes"] = None
+        section = {"criterion": s["criterion"], "group_size": s["group_size"], "key": key}
+        section.update(curves=None, extremes=None, error=None)
         try:
             b = bank.read(s["bank"])
             gen = load_model(s["model"])
