@@ -63,11 +63,15 @@ if not ref_path.exists() or str(np.load(ref_path)["model_sha256"]) != sha:
     subprocess.run([*cmd, "--group-size", str(a.group_size)], check=True)
 ref = np.load(ref_path)
 n_ref = int(ref["n"])
+REF = f"{n_ref:.0e}-sample reference".replace("e+0", "e")  # e.g. "1e8-sample reference"
 others = [np.load(p) for p in a.also]
 for path, o in zip(a.also, others):
     if str(o["model_sha256"]) != sha:
         raise SystemExit(f"{path} was drawn from another model than {model}; rerun big_reference.py")
 gen = load_model(model)
+# per level, pooled over criteria and seeds: [intervals covering alone, with the reference's error, runs];
+# key None is the main reference, then each --also reference by label
+by_level: dict = {}
 
 for name in a.criteria:
     crit = criteria.get(name)
@@ -79,7 +83,7 @@ for name in a.criteria:
         t = float(tail[k_u - 1])
         p_ref = float((tail >= t).sum()) / n_ref
         sd_ref = math.sqrt(p_ref * (1 - p_ref) / n_ref)
-        ratios, alone, folded = [], 0, 0
+        ratios, alone, folded, half = [], 0, 0, []
         # the other references at the same threshold, then all of them pooled: (name, p, sd)
         counts = [(f"seed {int(o['seed'])}", int((o[f"f_{name}"] >= t).sum()), int(o["n"])) for o in others]
         if counts:
@@ -96,9 +100,18 @@ for name in a.criteria:
             alone += lo <= p_ref <= hi
             folded += abs(e["exceedance"] - p_ref) <= Z95 * math.hypot(math.sqrt(e["exceedance_var"]), sd_ref)
             ratios.append(ratio)
-            for x in extra.values():  # alone, folded
+            half.append((hi - lo) / 2 / p_ref)
+            cell = by_level.setdefault(u, {}).setdefault(None, [0, 0, 0])
+            cell[0] += lo <= p_ref <= hi
+            cell[1] += abs(e["exceedance"] - p_ref) <= Z95 * math.hypot(math.sqrt(e["exceedance_var"]), sd_ref)
+            cell[2] += 1
+            for label, x in extra.items():  # alone, folded
                 x[2] += lo <= x[0] <= hi
                 x[3] += abs(e["exceedance"] - x[0]) <= Z95 * math.hypot(math.sqrt(e["exceedance_var"]), x[1])
+                cell = by_level[u].setdefault(label, [0, 0, 0])
+                cell[0] += lo <= x[0] <= hi
+                cell[1] += abs(e["exceedance"] - x[0]) <= Z95 * math.hypot(math.sqrt(e["exceedance_var"]), x[1])
+                cell[2] += 1
             report(
                 "compare",
                 f"{name} u={u} seed {seed}: P(f >= t) [95 %] vs reference; ratio; k-hat; ESS; search s",
@@ -115,10 +128,17 @@ for name in a.criteria:
         )
         report(
             "compare",
-            f"{name} u={u}: intervals covering the 10^8 reference, alone / with its error",
+            f"{name} u={u}: intervals covering the {REF}, alone / with its error",
             f"{alone} / {folded}",
             f"of {a.seeds}",
             ">= 90 %",
+        )
+        report(
+            "compare",
+            f"{name} u={u}: 95 % half-width, BTGM's median over the seeds / the {REF}'s own",
+            f"{100 * float(np.median(half)):.2f} % / {100 * Z95 * sd_ref / p_ref:.2f} %",
+            "of p",
+            "",
         )
         for label, (p_x, _, al, fo) in extra.items():
             report(
@@ -128,3 +148,15 @@ for name in a.criteria:
                 f"of {a.seeds}",
                 ">= 90 %",
             )
+
+# "in >= 90 % of repeats at every level": per level, the runs of every criterion and seed together
+for u, refs in by_level.items():
+    for label, (al, fo, runs) in refs.items():
+        which = f"the {REF}" if label is None else f"the reference {label}"
+        report(
+            "compare",
+            f"u={u}, all criteria and seeds: intervals covering {which}, alone / with its error",
+            f"{al} / {fo} of {runs} ({100 * al / runs:.0f} % / {100 * fo / runs:.0f} %)",
+            "",
+            ">= 90 %",
+        )
