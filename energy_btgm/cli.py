@@ -209,6 +209,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"  targets ({t['text']}): " + ("met" if t["met"] else f"NOT met: {t['missed_text']}"))
     if not t["baseline"]["met"]:
         print(f"  the training weeks themselves miss them against the test weeks: {t['baseline']['missed_text']}")
+    if "split_noise" in t:
+        sn, judged = t["split_noise"], t["missed_where_the_split_can_tell"]
+        print(
+            f"  what {sn['test_weeks']} test weeks can judge: over {sn['resplits']} re-splits of the {sn['weeks']} weeks "
+            f"the data itself misses {sn['text']}; where the split can tell, the targets are "
+            + ("met" if not judged else f"NOT met: {', '.join(judged)}")
+        )
     print(f"  model card: {out / 'card.html'}")
     return 0
 
@@ -421,12 +428,8 @@ def _cmd_grid_study(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt_ratio(r: float | None) -> str:
-    return "n/a" if r is None else f"{r:.2g}×"
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
-    from energy_btgm.outputs.report import build
+    from energy_btgm.outputs.report import build, ratio_text
 
     path = build(store_root(args.store), Path(args.reports), run=args.run)
     summary = json.loads((path.parent / "summary.json").read_text())
@@ -440,7 +443,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             print(
                 f"  {key} q{u}: reference {e['reference']['quantile']:.3f}, rejection {e['rejection']['quantile']:.3f}, "
                 f"BTGM {e['btgm']['quantile']:.3f} {c['unit']}; variance ratio rejection/BTGM "
-                f"{_fmt_ratio(e['variance_ratio_rejection_over_btgm'])}"
+                f"{ratio_text(e['variance_ratio_rejection_over_btgm'])}"
             )
     print(f"report: {path.resolve()}")
     return 0

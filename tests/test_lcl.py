@@ -105,4 +105,12 @@ def test_a_model_card_on_london_households(stores, tmp_path):
     # the real weeks reached the card in kW: ten London homes peak at 5-40 kW, their diversity factor is 1.3-5
     assert 5 < card["q99_real"]["weekly-peak"] < 40 and 1.3 < card["q99_real"]["diversity-factor"] < 5
     assert all(0 <= v <= 1 and np.isfinite(v) for v in card["ks"].values())
-    assert "Wednesday" in (out / "card.html").read_text() or "wednesday-gap" in (out / "card.html").read_text()
+    html = (out / "card.html").read_text()
+    assert "Wednesday" in html or "wednesday-gap" in html
+    # what its few test weeks can judge: the same weeks re-split, with the share of splits the data misses by
+    noise = card["targets"]["split_noise"]
+    assert noise["weeks"] == len(set(manifest["split"]["train"] + manifest["split"]["validation"] + manifest["split"]["test"]))
+    assert noise["test_weeks"] == len(manifest["split"]["test"]) and set(noise["missed_share"]) == set(TARGET_STATISTICS)
+    assert all(0 <= v <= 1 for row in noise["missed_share"].values() for v in row.values())
+    assert set(card["targets"]["missed_where_the_split_can_tell"]) <= set(card["targets"]["missed"])
+    assert f"What {noise['test_weeks']} test weeks can judge" in html

@@ -67,6 +67,15 @@ def load_splits(store: Path, n: int, curves_dir: Path | None = None) -> dict[str
     return out
 
 
+def load_weeks(store: Path, n: int, curves_dir: Path | None = None) -> dict[str, np.ndarray]:
+    """Each curve's week (``week_start``) per split, in the rows' order of ``load_splits``."""
+    import pyarrow.parquet as pq
+
+    path = Path(curves_dir or Path(store) / "curves") / f"groups-n{n}.parquet"
+    t = pq.read_table(path, columns=["week_start", "split"]).to_pandas()
+    return {split: t.loc[t["split"] == split, "week_start"].to_numpy() for split in ("train", "validation", "test")}
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -291,7 +300,7 @@ def train(
     if card:
         from energy_btgm.model.card import write_card
 
-        write_card(work, data)
+        write_card(work, data, weeks=load_weeks(store, cfg.group_size, curves_dir))
     os.remove(ckpt_path)
     faults.point(f"replace {out.name}")
     replace_dir(work, out)

@@ -131,7 +131,7 @@ def _headline(comparisons_raw: list[dict]) -> list[dict]:
                     "rejection": f"{_cell(r['quantile'])} {unit} [{_cell(r['quantile_ci'][0])}, {_cell(r['quantile_ci'][1])}]",
                     "reference": f"{_cell(ref['quantile'])} {unit}",
                     "narrower": f"{width_r / width_b:.1f}×" if width_b > 0 else "–",
-                    "variance_ratio": "–" if ratio is None else f"{ratio:.3g}×",
+                    "variance_ratio": ratio_text(ratio),
                     "seconds": " s vs ".join(_cell(x["seconds_per_10k_effective_tail"]) for x in (b, r)) + " s",
                     "weights": "–"
                     if trusted is None
@@ -347,9 +347,19 @@ PROPOSALS = {
 }
 
 
+def ratio_text(r: float | None) -> str:
+    """A variance ratio for people: three significant digits, thousands separated, never an exponent.
+
+    >>> [ratio_text(r) for r in (None, 7.71, 84.06, 573.4, 12345.6)]
+    ['–', '7.71×', '84.1×', '573×', '12,346×']
+    """
+    if r is None:
+        return "–"
+    return f"{r:,.0f}×" if r >= 100 else f"{r:.3g}×"
+
+
 def _ratio(e: dict) -> str:
-    r = e.get("variance_ratio_rejection_over_btgm")
-    return "–" if r is None else f"{r:.3g}×"
+    return ratio_text(e.get("variance_ratio_rejection_over_btgm"))
 
 
 def _comparisons(reports: Path, summary: dict) -> list[dict]:
