@@ -73,6 +73,18 @@ gen = load_model(model)
 # key None is the main reference, then each --also reference by label
 by_level: dict = {}
 
+
+def covers(e: dict, p: float, sd: float) -> tuple[bool, bool]:
+    """Whether BTGM's interval covers a reference's exceedance p alone, and with its error sd folded in."""
+    lo, hi = e["exceedance_ci"]
+    return lo <= p <= hi, abs(e["exceedance"] - p) <= Z95 * math.hypot(math.sqrt(e["exceedance_var"]), sd)
+
+
+def tally(u: float, label: str | None, alone: bool, folded: bool) -> None:
+    cell = by_level.setdefault(u, {}).setdefault(label, [0, 0, 0])
+    cell[0], cell[1], cell[2] = cell[0] + alone, cell[1] + folded, cell[2] + 1
+
+
 for name in a.criteria:
     crit = criteria.get(name)
     tail = np.sort(ref[f"f_{name}"])[::-1]  # the reference's values above its cut, descending
@@ -97,21 +109,15 @@ for name in a.criteria:
             d = diagnose(np.log(bt["w"][bt["f"] >= t]))
             ratio = var_rej / e["exceedance_var"]
             lo, hi = e["exceedance_ci"]
-            alone += lo <= p_ref <= hi
-            folded += abs(e["exceedance"] - p_ref) <= Z95 * math.hypot(math.sqrt(e["exceedance_var"]), sd_ref)
+            c_alone, c_folded = covers(e, p_ref, sd_ref)
+            alone, folded = alone + c_alone, folded + c_folded
+            tally(u, None, c_alone, c_folded)
             ratios.append(ratio)
             half.append((hi - lo) / 2 / p_ref)
-            cell = by_level.setdefault(u, {}).setdefault(None, [0, 0, 0])
-            cell[0] += lo <= p_ref <= hi
-            cell[1] += abs(e["exceedance"] - p_ref) <= Z95 * math.hypot(math.sqrt(e["exceedance_var"]), sd_ref)
-            cell[2] += 1
-            for label, x in extra.items():  # alone, folded
-                x[2] += lo <= x[0] <= hi
-                x[3] += abs(e["exceedance"] - x[0]) <= Z95 * math.hypot(math.sqrt(e["exceedance_var"]), x[1])
-                cell = by_level[u].setdefault(label, [0, 0, 0])
-                cell[0] += lo <= x[0] <= hi
-                cell[1] += abs(e["exceedance"] - x[0]) <= Z95 * math.hypot(math.sqrt(e["exceedance_var"]), x[1])
-                cell[2] += 1
+            for label, x in extra.items():  # [p, sd, alone, folded]
+                c_alone, c_folded = covers(e, x[0], x[1])
+                x[2], x[3] = x[2] + c_alone, x[3] + c_folded
+                tally(u, label, c_alone, c_folded)
             report(
                 "compare",
                 f"{name} u={u} seed {seed}: P(f >= t) [95 %] vs reference; ratio; k-hat; ESS; search s",
