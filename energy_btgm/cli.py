@@ -573,6 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     _option(p, TrainConfig, "latent_dim", help="latent dimensions")
     _option(p, TrainConfig, "hidden", help="width of the residual blocks")
     _option(p, TrainConfig, "epochs", metavar="E", help="maximum epochs, with early stopping on the validation ELBO")
+    _option(p, TrainConfig, "kl_warmup_epochs", metavar="E", help="epochs over which the KL weight rises linearly to 1")
+    _option(p, TrainConfig, "patience", metavar="E", help="epochs without a better validation ELBO (KL weight 1) before stopping")
     _option(p, TrainConfig, "batch_size", help="batch size")
     _option(p, TrainConfig, "lr", help="AdamW learning rate")
     _option(p, TrainConfig, "power", help="model kW ** POWER, so that slot-level spikes are close to Gaussian (1: plain kW)")

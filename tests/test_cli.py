@@ -33,6 +33,8 @@ def test_top_level_help_lists_subcommands(cli_exe):
         (["ingest", "--resolution", "7min", str(DATA / "formats/long.csv")], "--resolution", 2),
         (["ingest", "/no/such/file.csv"], "no such file", 2),
         (["curves", "--draws", "0"], "--draws", 2),
+        (["train", "--patience", "0"], "--patience", 2),
+        (["train", "--kl-warmup-epochs", "-1"], "--kl-warmup-epochs", 2),
         (["tune", "no-such-criterion"], "unknown criterion", 2),
         (["ingest", str(DATA / "bad/empty.csv")], "empty.csv", 1),  # the data is not what the step needs
         (["curves"], "energy-btgm ingest", 1),  # nor is the store

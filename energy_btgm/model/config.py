@@ -31,9 +31,11 @@ class TrainConfig:
     device: str = "auto"
 
     def validate(self) -> None:
-        for name in ("group_size", "latent_dim", "hidden", "blocks", "epochs", "batch_size"):
+        for name in ("group_size", "latent_dim", "hidden", "blocks", "epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ParameterError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.kl_warmup_epochs < 0:
+            raise ParameterError(f"--kl-warmup-epochs must be 0 or more, got {self.kl_warmup_epochs}")
         if not 0 < self.power <= 1:
             raise ParameterError(f"--power must be in (0, 1], got {self.power}")
         if self.stat_weight < 0:
