@@ -214,7 +214,7 @@ def write_card(model_dir: Path, data: dict, weeks: dict | None = None) -> dict:
     """Compute the card's numbers and figures for the model in ``model_dir``; write card.json and card.html.
 
     ``data``: the splits' features (``train.load_splits``); ``weeks``: each curve's week per split
-    (``train.load_weeks``), for the split's own noise (``split_noise``); without it that part is left out."""
+    (``train.load_splits``'s second value), for the split's own noise (``split_noise``); without it that part is left out."""
     gen_model = load_model(model_dir)
     held_out = "test" if len(data["test"]) else "validation"
     test = data[held_out]

@@ -44,15 +44,18 @@ def features(df) -> np.ndarray:
     return np.concatenate([X, df["sum_member_peaks_kw"].to_numpy()[:, None]], axis=1).astype(np.float32)  # (N, T) | (N, 1)
 
 
-def load_splits(store: Path, n: int, curves_dir: Path | None = None) -> dict[str, np.ndarray]:
-    """Train / validation / test feature arrays; raises on too little data or NaN."""
+def load_splits(store: Path, n: int, curves_dir: Path | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Train / validation / test feature arrays, and each curve's week (``week_start``) per split in the
+    same row order (the card's split noise needs them), from one read of the curves; raises on too little
+    data or NaN."""
     df = read_groups(store, n, curves_dir=curves_dir)
     path = Path(curves_dir or Path(store) / "curves") / f"groups-n{n}.parquet"
-    out = {}
+    out, weeks = {}, {}
     for split in ("train", "validation", "test"):
-        part = df[df["split"] == split]
-        part.attrs["curves_kw"] = df.attrs["curves_kw"][(df["split"] == split).to_numpy()]
-        out[split] = features(part)
+        rows = (df["split"] == split).to_numpy()
+        part = df[rows]
+        part.attrs["curves_kw"] = df.attrs["curves_kw"][rows]
+        out[split], weeks[split] = features(part), part["week_start"].to_numpy()
         bad = ~np.isfinite(out[split]).all(1)
         if bad.any():
             raise ValueError(
@@ -64,16 +67,7 @@ def load_splits(store: Path, n: int, curves_dir: Path | None = None) -> dict[str
             f"{path}: {len(out['train'])} training and {len(out['validation'])} validation curves; need at "
             f"least {MIN_TRAIN_CURVES} and 1 - ingest more weeks or raise --draws in `energy-btgm curves`"
         )
-    return out
-
-
-def load_weeks(store: Path, n: int, curves_dir: Path | None = None) -> dict[str, np.ndarray]:
-    """Each curve's week (``week_start``) per split, in the rows' order of ``load_splits``."""
-    import pyarrow.parquet as pq
-
-    path = Path(curves_dir or Path(store) / "curves") / f"groups-n{n}.parquet"
-    t = pq.read_table(path, columns=["week_start", "split"]).to_pandas()
-    return {split: t.loc[t["split"] == split, "week_start"].to_numpy() for split in ("train", "validation", "test")}
+    return out, weeks
 
 
 def _device(name: str) -> torch.device:
@@ -139,7 +133,7 @@ def train(
     cfg.validate()
     store = Path(store)
     curves_file = Path(curves_dir or store / "curves") / f"groups-n{cfg.group_size}.parquet"
-    data = load_splits(store, cfg.group_size, curves_dir)
+    data, weeks = load_splits(store, cfg.group_size, curves_dir)
     out = Path(out) if out else store / "models" / f"vae-n{cfg.group_size}"
     work = out.with_name(f".{out.name}.training")
     ckpt_path = work / "checkpoint.pt"
@@ -176,6 +170,7 @@ def train(
     opt = torch.optim.AdamW(vae_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "history": [], "best_val": math.inf, "best_state": None, "bad_epochs": 0, "seconds": 0.0}
     checksum = sha256_file(curves_file)
+    tz = _meters_tz(curves_file)
     if resume and ckpt_path.exists():
         ck = checkpoint.load(ckpt_path, fix="rerun without --resume to start over")
         mismatch = {
@@ -254,7 +249,7 @@ def train(
                     "state": state,
                     "config": dataclasses.asdict(cfg),
                     "curves_sha256": checksum,
-                    "tz": _meters_tz(curves_file),
+                    "tz": tz,
                 },
                 ckpt_path,
             )
@@ -283,7 +278,7 @@ def train(
         "train_config": dataclasses.asdict(cfg),
         "curves_file": str(curves_file),
         "curves_sha256": checksum,
-        "tz": _meters_tz(curves_file),
+        "tz": tz,
         "points_per_week": int(x_train.shape[1] - 1),
         "group_size": cfg.group_size,
         "n_curves": {k: int(len(v)) for k, v in data.items()},
@@ -300,7 +295,7 @@ def train(
     if card:
         from energy_btgm.model.card import write_card
 
-        write_card(work, data, weeks=load_weeks(store, cfg.group_size, curves_dir))
+        write_card(work, data, weeks=weeks)
     os.remove(ckpt_path)
     faults.point(f"replace {out.name}")
     replace_dir(work, out)
