@@ -69,9 +69,9 @@ for path, o in zip(a.also, others):
     if str(o["model_sha256"]) != sha:
         raise SystemExit(f"{path} was drawn from another model than {model}; rerun big_reference.py")
 gen = load_model(model)
-# per level, pooled over criteria and seeds: [intervals covering alone, with the reference's error, runs];
-# key None is the main reference, then each --also reference by label
-by_level: dict = {}
+# per (criterion, level, reference): [intervals covering alone, with the reference's error, runs];
+# reference None is the main one, then each --also reference by label
+tallies: dict = {}
 
 
 def covers(e: dict, p: float, sd: float) -> tuple[bool, bool]:
@@ -80,8 +80,8 @@ def covers(e: dict, p: float, sd: float) -> tuple[bool, bool]:
     return lo <= p <= hi, abs(e["exceedance"] - p) <= Z95 * math.hypot(math.sqrt(e["exceedance_var"]), sd)
 
 
-def tally(u: float, label: str | None, alone: bool, folded: bool) -> None:
-    cell = by_level.setdefault(u, {}).setdefault(label, [0, 0, 0])
+def tally(name: str, u: float, label: str | None, alone: bool, folded: bool) -> None:
+    cell = tallies.setdefault((name, u, label), [0, 0, 0])
     cell[0], cell[1], cell[2] = cell[0] + alone, cell[1] + folded, cell[2] + 1
 
 
@@ -95,12 +95,12 @@ for name in a.criteria:
         t = float(tail[k_u - 1])
         p_ref = float((tail >= t).sum()) / n_ref
         sd_ref = math.sqrt(p_ref * (1 - p_ref) / n_ref)
-        ratios, alone, folded, half = [], 0, 0, []
+        ratios, half = [], []
         # the other references at the same threshold, then all of them pooled: (name, p, sd)
         counts = [(f"seed {int(o['seed'])}", int((o[f"f_{name}"] >= t).sum()), int(o["n"])) for o in others]
         if counts:
             counts.append(("pooled", int((tail >= t).sum()) + sum(c[1] for c in counts), n_ref + sum(c[2] for c in counts)))
-        extra = {label: [k / n, math.sqrt(k / n * (1 - k / n) / n), 0, 0] for label, k, n in counts}
+        extra = {label: (k / n, math.sqrt(k / n * (1 - k / n) / n)) for label, k, n in counts}
         for seed in range(a.seeds):
             _, rs_seconds, rs_n = run_rejection(gen, crit, 5.0, seed=100 + seed)
             var_rej = p_ref * (1 - p_ref) / (rs_n / rs_seconds * a.seconds)
@@ -109,15 +109,11 @@ for name in a.criteria:
             d = diagnose(np.log(bt["w"][bt["f"] >= t]))
             ratio = var_rej / e["exceedance_var"]
             lo, hi = e["exceedance_ci"]
-            c_alone, c_folded = covers(e, p_ref, sd_ref)
-            alone, folded = alone + c_alone, folded + c_folded
-            tally(u, None, c_alone, c_folded)
+            tally(name, u, None, *covers(e, p_ref, sd_ref))
             ratios.append(ratio)
             half.append((hi - lo) / 2 / p_ref)
-            for label, x in extra.items():  # [p, sd, alone, folded]
-                c_alone, c_folded = covers(e, x[0], x[1])
-                x[2], x[3] = x[2] + c_alone, x[3] + c_folded
-                tally(u, label, c_alone, c_folded)
+            for label, (p_x, sd_x) in extra.items():
+                tally(name, u, label, *covers(e, p_x, sd_x))
             report(
                 "compare",
                 f"{name} u={u} seed {seed}: P(f >= t) [95 %] vs reference; ratio; k-hat; ESS; search s",
@@ -135,7 +131,7 @@ for name in a.criteria:
         report(
             "compare",
             f"{name} u={u}: intervals covering the {REF}, alone / with its error",
-            f"{alone} / {folded}",
+            "{} / {}".format(*tallies[(name, u, None)]),
             f"of {a.seeds}",
             ">= 90 %",
         )
@@ -146,16 +142,20 @@ for name in a.criteria:
             "of p",
             "",
         )
-        for label, (p_x, _, al, fo) in extra.items():
+        for label, (p_x, _) in extra.items():
             report(
                 "compare",
                 f"{name} u={u}: intervals covering the reference {label} ({p_x:.5g}), alone / with its error",
-                f"{al} / {fo}",
+                "{} / {}".format(*tallies[(name, u, label)]),
                 f"of {a.seeds}",
                 ">= 90 %",
             )
 
 # "in >= 90 % of repeats at every level": per level, the runs of every criterion and seed together
+by_level: dict = {}  # {u: {reference: [alone, folded, runs]}}, summed over the criteria
+for (_, u, label), cell in tallies.items():
+    total = by_level.setdefault(u, {}).setdefault(label, [0, 0, 0])
+    total[:] = [x + y for x, y in zip(total, cell)]
 for u, refs in by_level.items():
     for label, (al, fo, runs) in refs.items():
         which = f"the {REF}" if label is None else f"the reference {label}"
