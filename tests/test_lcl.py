@@ -114,3 +114,8 @@ def test_a_model_card_on_london_households(stores, tmp_path):
     assert all(0 <= v <= 1 for row in noise["missed_share"].values() for v in row.values())
     assert set(card["targets"]["missed_where_the_split_can_tell"]) <= set(card["targets"]["missed"])
     assert f"What {noise['test_weeks']} test weeks can judge" in html
+    # and how usual the model's count of judged misses is for the data itself, from the re-splits' counts
+    counts, k = noise["judged_missed_statistics"]["counts"], len(card["targets"]["missed_where_the_split_can_tell"])
+    assert sum(counts) == noise["resplits"] and len(counts) == len(TARGET_STATISTICS) + 1
+    assert card["targets"]["data_misses_as_many_share"] == sum(counts[k:]) / noise["resplits"]
+    assert f"meet every judged target in {100 * counts[0] / noise['resplits']:.0f} %" in " ".join(html.split())

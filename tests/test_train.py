@@ -162,13 +162,18 @@ def test_split_noise_tells_which_targets_the_test_weeks_can_judge():
     against itself). Curves that are mostly their week's (as 100-home curves are its weather): 22 weeks are 22
     values, and the data misses KS ≤ 0.08 against itself in most re-splits (but for the weekly energy the split is
     stratified by), so the card may not hold a model to it."""
-    from energy_btgm.model.card import CANNOT_TELL_SHARE, judged_misses, split_noise
+    from energy_btgm.model.card import CANNOT_TELL_SHARE, as_often_as_the_data, judged_misses, split_noise
 
     stats, week = _weekly_statistics(week_sd=0.0, curve_sd=1.0)
     free = split_noise(stats, week, n_test_weeks=22, resplits=40)
     assert free["weeks"] == 156 and free["test_weeks"] == 22 and free["resplits"] == 40
     assert free["cannot_tell"] == {}
     assert all(share <= 0.05 for row in free["missed_share"].values() for share in row.values())
+    # every target judged: a re-split meets them all unless one misses, and the per-target shares bound how often
+    jm = free["judged_missed_statistics"]
+    assert sum(jm["counts"]) == 40 and jm["all_met_share"] == free["strict_all_met_share"]
+    worst = max(share for row in free["missed_share"].values() for share in row.values())
+    assert 1 - jm["all_met_share"] >= worst
 
     stats, week = _weekly_statistics(week_sd=1.0, curve_sd=0.01)
     clustered = split_noise(stats, week, n_test_weeks=22, resplits=40)
@@ -177,6 +182,13 @@ def test_split_noise_tells_which_targets_the_test_weeks_can_judge():
     assert all("ks" in clustered["cannot_tell"][name] for name in others)
     # the split is stratified by weekly energy: its test weeks span the energies, so energy's KS stays judged
     assert clustered["missed_share"]["weekly-energy"]["ks"] <= 0.05
+    # the unjudged misses do not count against the data: it meets the judged targets in some re-splits, all in none
+    jm = clustered["judged_missed_statistics"]
+    assert sum(jm["counts"]) == 40 and jm["mean"] == sum(k * c for k, c in enumerate(jm["counts"])) / 40
+    assert clustered["strict_all_met_share"] == 0.0 < jm["all_met_share"]
+    # how often the data misses judged targets on at least k statistics, from the counts per re-split
+    noise = {"judged_missed_statistics": {"counts": [5, 3, 2, 0, 0, 0]}}
+    assert [as_often_as_the_data(k, noise) for k in range(4)] == [1.0, 0.5, 0.2, 0.0]
 
     # a model that misses only a target the split cannot judge is held to the rest, and meets them
     check = {

@@ -100,16 +100,21 @@ def split_noise(
     ``check_targets``. A target that the data itself misses in at least ``CANNOT_TELL_SHARE`` of the
     re-splits is one that this many test weeks cannot judge: a perfect model of the data would miss it as often.
 
-    Returns ``resplits``, ``weeks``, ``test_weeks``, ``missed_share`` ({statistic: {target: share}}) and
-    ``cannot_tell`` ({statistic: [targets]}).
+    It also counts, per re-split, the statistics whose judged targets the data misses: a model is held to
+    every judged target at once, and even the data meets them all in only some re-splits
+    (``judged_missed_statistics``: ``counts[k]``, the re-splits in which the data misses a judged target on
+    k statistics; ``all_met_share``; ``strict_all_met_share``, the share meeting every target, judged or not).
+
+    Returns ``resplits``, ``weeks``, ``test_weeks``, ``missed_share`` ({statistic: {target: share}}),
+    ``cannot_tell`` ({statistic: [targets]}), ``judged_missed_statistics`` and ``strict_all_met_share``.
     """
     uniq, week_idx = np.unique(weeks, return_inverse=True)  # (W,), (N,)
     energy = np.bincount(week_idx, stats["weekly-energy"]) / np.bincount(week_idx)  # (W,) mean weekly energy
     order = np.argsort(energy, kind="stable")
     block = max(2, int(round(len(uniq) / max(n_test_weeks, 1))))
     rng = np.random.default_rng(seed)
-    misses = {name: {"ks": 0, "q99": 0, "q999": 0} for name in TARGET_STATISTICS}
-    for _ in range(resplits):
+    missed = {name: {t: np.zeros(resplits, bool) for t in ("ks", "q99", "q999")} for name in TARGET_STATISTICS}
+    for r in range(resplits):
         test_week = np.zeros(len(uniq), bool)
         for b0 in range(0, len(order) - block + 1, block):
             test_week[order[b0 + rng.integers(block)]] = True
@@ -120,16 +125,36 @@ def split_noise(
         )
         for name, row in check["by_statistic"].items():
             for target in ("ks", "q99", "q999"):
-                misses[name][target] += target in row and not row[target]
-    share = {name: {t: m / resplits for t, m in row.items()} for name, row in misses.items()}
+                missed[name][target][r] = target in row and not row[target]
+    share = {name: {t: float(m.mean()) for t, m in row.items()} for name, row in missed.items()}
     cannot = {name: [t for t, v in row.items() if v >= CANNOT_TELL_SHARE] for name, row in share.items()}
+    # (statistics, resplits): whether the data misses one of the statistic's judged targets, or any target at all
+    judged, strict = np.zeros((2, len(missed), resplits), bool)
+    for i, (name, row) in enumerate(missed.items()):
+        for target, m in row.items():
+            strict[i] |= m
+            judged[i] |= m & (target not in cannot[name])
+    counts = np.bincount(judged.sum(0), minlength=len(TARGET_STATISTICS) + 1)
     return {
         "resplits": resplits,
         "weeks": int(len(uniq)),
         "test_weeks": int(n_test_weeks),
         "missed_share": share,
         "cannot_tell": {name: ts for name, ts in cannot.items() if ts},
+        "judged_missed_statistics": {
+            "counts": counts.tolist(),
+            "all_met_share": float(counts[0] / resplits),
+            "mean": float(judged.sum(0).mean()),
+        },
+        "strict_all_met_share": float((~strict.any(0)).mean()),
     }
+
+
+def as_often_as_the_data(n_missed: int, noise: dict) -> float:
+    """The share of ``split_noise``'s re-splits in which the data itself misses a judged target on at least
+    ``n_missed`` statistics: how usual a model's count of judged misses is for a perfect model of the data."""
+    counts = np.asarray(noise["judged_missed_statistics"]["counts"])
+    return float(counts[n_missed:].sum() / counts.sum())
 
 
 def judged_misses(check: dict, noise: dict) -> list[str]:
@@ -266,6 +291,7 @@ def write_card(model_dir: Path, data: dict, weeks: dict | None = None) -> dict:
             split_noise={**noise, "text": describe_noise(noise)},
             missed_where_the_split_can_tell=judged,
             met_where_the_split_can_tell=not judged,
+            data_misses_as_many_share=as_often_as_the_data(len(judged), noise),
         )
     atomic_write_json(Path(model_dir) / "card.json", card)
     figs = figures(history, real_x, recon_x, gen_x, real, gen)
