@@ -619,6 +619,15 @@ def build_parser() -> argparse.ArgumentParser:
     _option(
         p,
         TrainConfig,
+        "stat_sd_max",
+        metavar="S",
+        help="cap on each statistic's learned residual std in that term, in the statistic's training stds, so that "
+        "none is fitted loosely by calling it noise (the diversity factor, which the latent carries least, takes "
+        "0.54 on London's 10-home groups without one; 0.25 is the value measured in the README); 0: no cap",
+    )
+    _option(
+        p,
+        TrainConfig,
         "statistics",
         metavar="NAMES",
         help="the statistics of that term: 'all' (every registered criterion and the diversity factor) or "

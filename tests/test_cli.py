@@ -35,6 +35,7 @@ def test_top_level_help_lists_subcommands(cli_exe):
         (["curves", "--draws", "0"], "--draws", 2),
         (["train", "--patience", "0"], "--patience", 2),
         (["train", "--kl-warmup-epochs", "-1"], "--kl-warmup-epochs", 2),
+        (["train", "--stat-sd-max", "-0.1"], "--stat-sd-max", 2),
         (["tune", "no-such-criterion"], "unknown criterion", 2),
         (["ingest", str(DATA / "bad/empty.csv")], "empty.csv", 1),  # the data is not what the step needs
         (["curves"], "energy-btgm ingest", 1),  # nor is the store

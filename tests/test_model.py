@@ -84,17 +84,21 @@ def test_latent_prior_fits_the_aggregate_posterior():
     assert float((log_q - exact).mean()) == pytest.approx(0.0, abs=0.03)  # KL(flow ‖ exact) ≈ 0
 
 
-@pytest.mark.parametrize("power", [1.0, 0.7])
-def test_statistics_term_is_the_gaussian_likelihood_of_every_statistic(power):
+@pytest.mark.parametrize("power, cap", [(1.0, 0.0), (0.7, 0.0), (1.0, 0.8)])
+def test_statistics_term_is_the_gaussian_likelihood_of_every_statistic(power, cap):
     """With weight w, the loss adds w·Σ_k(−log N(s_k(x); s_k(mean), σ_k²)) per curve, each statistic over its
     training std, curves read back through the scaler: checked against numpy, statistic by statistic
-    (weekly peak, MAE flatness and the diversity factor written out by hand), on the same draws."""
+    (weekly peak, MAE flatness and the diversity factor written out by hand), on the same draws. With a cap
+    c on σ_k, a σ_k above it counts as c and its log-variance gets no gradient; the others are untouched."""
     rng = np.random.default_rng(0)
     x_kw = np.abs(rng.normal(3.0, 1.5, (64, 15))).astype(np.float32)  # 14 slots (2 per day) + the sum of member peaks
     x_kw[:, -1] += 6.0
     sc = Scaler.fit(x_kw, power=power)
     names = ("weekly-peak", "mae-flatness", "diversity-factor")
-    vae = VAE(VAEConfig(n_features=15, latent_dim=2, hidden=8, blocks=1, power=power, stat_weight=4.0, statistics=names))
+    small = dict(n_features=15, latent_dim=2, hidden=8, blocks=1)
+    vae = VAE(VAEConfig(**small, power=power, stat_weight=4.0, statistics=names, stat_sd_max=cap))
+    if cap:  # the learned log-variances start below the cap, where they have a gradient
+        assert (vae.stat_logvar < 2 * math.log(cap)).all()
     stds, logvars = np.array([2.5, 40.0, 0.7]), np.array([-0.7, 0.3, -1.2])
     with torch.no_grad():
         vae.feat_mean.copy_(torch.as_tensor(sc.mean)), vae.feat_std.copy_(torch.as_tensor(sc.std))
@@ -113,9 +117,11 @@ def test_statistics_term_is_the_gaussian_likelihood_of_every_statistic(power):
         c = f[:, :-1]
         return np.stack([c.max(1), np.abs(c - c.mean(1, keepdims=True)).sum(1) * 12.0, f[:, -1] / c.max(1)], 1) / stds
 
-    var = np.exp(logvars)
-    terms = 0.5 * ((by_hand(x_kw.astype(np.float64)) - by_hand(mean_kw)) ** 2 / var + logvars + math.log(2 * math.pi))
+    lv = np.minimum(logvars, 2 * math.log(cap)) if cap else logvars  # with c = 0.8 the second one is capped
+    terms = 0.5 * ((by_hand(x_kw.astype(np.float64)) - by_hand(mean_kw)) ** 2 / np.exp(lv) + lv + math.log(2 * math.pi))
     assert float(nll_with - nll_without) == pytest.approx(4.0 * terms.sum(1).mean(), rel=1e-4)
+    vae.loss(x, generator=torch.Generator().manual_seed(3))[1].mean().backward()
+    assert (vae.stat_logvar.grad != 0).tolist() == [True, not cap, True]
 
 
 def test_the_statistics_are_every_registered_criterion_and_the_diversity_factor(monkeypatch):

@@ -27,6 +27,7 @@ class TrainConfig:
     heteroscedastic: bool = False  # observation variance per feature and latent
     stat_weight: float = 50.0  # every statistic (criteria and DF) observed w more times, as that of the decoder mean; 0: off
     statistics: str = "all"  # which: "all" (every registered criterion and the diversity factor) or names, comma-separated
+    stat_sd_max: float = 0.0  # cap on each statistic's learned residual std, in that statistic's training stds; 0: none
     seed: int = 0
     device: str = "auto"
 
@@ -40,6 +41,8 @@ class TrainConfig:
             raise ParameterError(f"--power must be in (0, 1], got {self.power}")
         if self.stat_weight < 0:
             raise ParameterError(f"--stat-weight must be 0 (off) or more, got {self.stat_weight}")
+        if not 0 <= self.stat_sd_max <= 10:
+            raise ParameterError(f"--stat-sd-max must be 0 (no cap) or a std up to 10, got {self.stat_sd_max}")
         self.statistic_names()
         if self.prior_transforms < 0:
             raise ParameterError(f"--prior-transforms must be 0 or more, got {self.prior_transforms}")

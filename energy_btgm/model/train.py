@@ -157,6 +157,7 @@ def train(
         heteroscedastic=cfg.heteroscedastic,
         stat_weight=cfg.stat_weight,
         statistics=cfg.statistic_names() if cfg.stat_weight else (),
+        stat_sd_max=cfg.stat_sd_max if cfg.stat_weight else 0.0,
     )
     model = VAE(vcfg).to(device)
     if cfg.stat_weight:

@@ -54,6 +54,7 @@ class VAEConfig:
     heteroscedastic: bool = False  # observation variance per feature and latent (True) or per feature only
     stat_weight: float = 0.0  # weight of the statistics term (0: off)
     statistics: tuple[str, ...] = ()  # statistics observed as those of the decoder mean (model/statistics.py)
+    stat_sd_max: float = 0.0  # cap on each statistic's residual std (in its training stds); 0: none (models before it)
 
 
 def to_kw(y: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, power: float) -> torch.Tensor:
@@ -96,7 +97,9 @@ class VAE(nn.Module):
             self.register_buffer("feat_mean", torch.zeros(cfg.n_features))
             self.register_buffer("feat_std", torch.ones(cfg.n_features))
             self.register_buffer("stat_std", torch.ones(k))
-            self.stat_logvar = nn.Parameter(torch.full((k,), -2.0))  # per-statistic observation log-variance
+            # per-statistic observation log-variance; with a cap it starts below it: σ = 0.17, or 0.7 of the cap if lower
+            init = min(-3.5, 2 * math.log(cfg.stat_sd_max) - 0.7) if cfg.stat_sd_max else -2.0
+            self.stat_logvar = nn.Parameter(torch.full((k,), init))
         self.prior = None
         if cfg.prior_transforms:
             from energy_btgm.core.flow import LatentFlow
@@ -143,6 +146,8 @@ class VAE(nn.Module):
         nll = -self.obs_log_prob(x, mean, obs_logvar)  # (B,)
         if self.cfg.stat_weight and stat_term:
             lv = self.stat_logvar  # (K,)
+            if self.cfg.stat_sd_max:  # no statistic may be fitted loosely by calling it noisy
+                lv = lv.clamp(max=2 * math.log(self.cfg.stat_sd_max))
             sq = ((self.stats(x) if x_stats is None else x_stats) - self.stats(mean)) ** 2  # (B, K)
             nll = nll + self.cfg.stat_weight * 0.5 * (sq * (-lv).exp() + lv + LOG2PI).sum(-1)  # (B,)
         if self.prior is not None and self.cfg.joint_prior:
