@@ -113,40 +113,35 @@ def split_noise(
     order = np.argsort(energy, kind="stable")
     block = max(2, int(round(len(uniq) / max(n_test_weeks, 1))))
     rng = np.random.default_rng(seed)
-    missed = {name: {t: np.zeros(resplits, bool) for t in ("ks", "q99", "q999")} for name in TARGET_STATISTICS}
-    for r in range(resplits):
+    checks = []  # check_targets of each re-split
+    for _ in range(resplits):
         test_week = np.zeros(len(uniq), bool)
         for b0 in range(0, len(order) - block + 1, block):
             test_week[order[b0 + rng.integers(block)]] = True
         is_test = test_week[week_idx]  # (N,)
         held_out = {name: stats[name][is_test] for name in TARGET_STATISTICS}
-        check = check_targets(
-            fit_numbers(held_out, {name: stats[name][~is_test] for name in TARGET_STATISTICS}), int(is_test.sum())
+        checks.append(
+            check_targets(fit_numbers(held_out, {name: stats[name][~is_test] for name in TARGET_STATISTICS}), int(is_test.sum()))
         )
-        for name, row in check["by_statistic"].items():
-            for target in ("ks", "q99", "q999"):
-                missed[name][target][r] = target in row and not row[target]
-    share = {name: {t: float(m.mean()) for t, m in row.items()} for name, row in missed.items()}
-    cannot = {name: [t for t, v in row.items() if v >= CANNOT_TELL_SHARE] for name, row in share.items()}
-    # (statistics, resplits): whether the data misses one of the statistic's judged targets, or any target at all
-    judged, strict = np.zeros((2, len(missed), resplits), bool)
-    for i, (name, row) in enumerate(missed.items()):
-        for target, m in row.items():
-            strict[i] |= m
-            judged[i] |= m & (target not in cannot[name])
-    counts = np.bincount(judged.sum(0), minlength=len(TARGET_STATISTICS) + 1)
+    share = {
+        name: {t: sum(not c["by_statistic"][name].get(t, True) for c in checks) / resplits for t in ("ks", "q99", "q999")}
+        for name in TARGET_STATISTICS
+    }
+    cannot = {name: ts for name, row in share.items() if (ts := [t for t, v in row.items() if v >= CANNOT_TELL_SHARE])}
+    n_judged = np.array([len(judged_misses(c, {"cannot_tell": cannot})) for c in checks])  # (resplits,)
+    counts = np.bincount(n_judged, minlength=len(TARGET_STATISTICS) + 1)
     return {
         "resplits": resplits,
         "weeks": int(len(uniq)),
         "test_weeks": int(n_test_weeks),
         "missed_share": share,
-        "cannot_tell": {name: ts for name, ts in cannot.items() if ts},
+        "cannot_tell": cannot,
         "judged_missed_statistics": {
             "counts": counts.tolist(),
             "all_met_share": float(counts[0] / resplits),
-            "mean": float(judged.sum(0).mean()),
+            "mean": float(n_judged.mean()),
         },
-        "strict_all_met_share": float((~strict.any(0)).mean()),
+        "strict_all_met_share": float(np.mean([c["met"] for c in checks])),
     }
 
 
