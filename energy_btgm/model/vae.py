@@ -98,7 +98,8 @@ class VAE(nn.Module):
             self.register_buffer("feat_std", torch.ones(cfg.n_features))
             self.register_buffer("stat_std", torch.ones(k))
             # per-statistic observation log-variance; with a cap it starts below it: σ = 0.17, or 0.7 of the cap if lower
-            init = min(-3.5, 2 * math.log(cfg.stat_sd_max) - 0.7) if cfg.stat_sd_max else -2.0
+            self.stat_logvar_max = 2 * math.log(cfg.stat_sd_max) if cfg.stat_sd_max else None
+            init = -2.0 if self.stat_logvar_max is None else min(-3.5, self.stat_logvar_max - 0.7)
             self.stat_logvar = nn.Parameter(torch.full((k,), init))
         self.prior = None
         if cfg.prior_transforms:
@@ -146,8 +147,8 @@ class VAE(nn.Module):
         nll = -self.obs_log_prob(x, mean, obs_logvar)  # (B,)
         if self.cfg.stat_weight and stat_term:
             lv = self.stat_logvar  # (K,)
-            if self.cfg.stat_sd_max:  # no statistic may be fitted loosely by calling it noisy
-                lv = lv.clamp(max=2 * math.log(self.cfg.stat_sd_max))
+            if self.stat_logvar_max is not None:  # no statistic may be fitted loosely by calling it noisy
+                lv = lv.clamp(max=self.stat_logvar_max)
             sq = ((self.stats(x) if x_stats is None else x_stats) - self.stats(mean)) ** 2  # (B, K)
             nll = nll + self.cfg.stat_weight * 0.5 * (sq * (-lv).exp() + lv + LOG2PI).sum(-1)  # (B,)
         if self.prior is not None and self.cfg.joint_prior:
