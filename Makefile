@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(CLI) synth --store $(STORE) --households 300 --weeks 156 --seed 0 --defects --overwrite --out $(STORE)/raw/synthetic
+	$(CLI) synth --store $(STORE) --households 300 --weeks 260 --seed 0 --defects --overwrite --out $(STORE)/raw/synthetic
 	$(CLI) synth --describe $(STORE)/raw/synthetic
 	$(CLI) ingest --store $(STORE) --reports $(REPORTS) --format long --tz Europe/Paris $(STORE)/raw/synthetic/readings
 	$(CLI) curves --store $(STORE) --reports $(REPORTS) --group-sizes 10 100 --draws 67 --seed 0

@@ -623,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="cap on each statistic's learned residual std in that term, in the statistic's training stds, so that "
         "none is fitted loosely by calling it noise (the diversity factor, which the latent carries least, takes "
-        "0.54 on London's 10-home groups without one; 0.25 is the value measured in the README); 0: no cap",
+        "0.54 on London's 10-home groups without one; the README gives what the default 0.25 changed); 0: no cap",
     )
     _option(
         p,

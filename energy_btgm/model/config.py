@@ -27,7 +27,7 @@ class TrainConfig:
     heteroscedastic: bool = False  # observation variance per feature and latent
     stat_weight: float = 50.0  # every statistic (criteria and DF) observed w more times, as that of the decoder mean; 0: off
     statistics: str = "all"  # which: "all" (every registered criterion and the diversity factor) or names, comma-separated
-    stat_sd_max: float = 0.0  # cap on each statistic's learned residual std, in that statistic's training stds; 0: none
+    stat_sd_max: float = 0.25  # cap on each statistic's learned residual std, in that statistic's training stds; 0: none
     seed: int = 0
     device: str = "auto"
 
