@@ -9,7 +9,7 @@ Needs the demo's 100-home model and its tuned weekly-peak bank (`make demo`) and
    reference P(peak ≥ t*) comes from --reference draws of p (decoder only, no power flow), with a
    Wilson interval. The study's estimates (the bank's weights, a proposal built for the event, and
    rejection sampling at equal wall time) are printed beside it, for each grid, growth and seed:
-   rural2 at demand x 1.5 (what `make grid-demo` runs) and, not tuned on, semiurb4 at x 2.4 and
+   rural2 at demand x 1.65 (what `make grid-demo` runs) and, not tuned on, semiurb4 at x 2.64 and
    another seed. It also checks the equivalence on the simulated bank weeks, and the tuned bank's
    interval over 10 disjoint slices of 1,000 of its weeks.
 Usage: python benchmarks/bench_grid.py [--store ../data] [--seconds 60] [--reference 3000000]
@@ -43,7 +43,7 @@ bank_df = read_bank(bank)
 gen = load_model(store / "models" / "vae-n100")
 
 # 1. cost
-study = Study(StudyConfig(grid="1-LV-rural2--0-sw", growth=1.5))
+study = Study(StudyConfig(grid="1-LV-rural2--0-sw", growth=1.65))
 curves, _, _ = gen.sample(1000, seed=1)
 t0 = time.perf_counter()
 weeks = study.weeks(curves.astype(np.float64), "p")
@@ -68,9 +68,9 @@ peaks = np.concatenate(peaks)
 
 # 2. truth
 for grid, growth, seed, estimator in (
-    ("1-LV-rural2--0-sw", 1.5, 0, "auto"),
-    ("1-LV-rural2--0-sw", 1.5, 1, "proposal"),
-    ("1-LV-semiurb4--0-sw", 2.4, 0, "auto"),
+    ("1-LV-rural2--0-sw", 1.65, 0, "auto"),
+    ("1-LV-rural2--0-sw", 1.65, 1, "proposal"),
+    ("1-LV-semiurb4--0-sw", 2.64, 0, "auto"),
 ):
     cfg = StudyConfig(grid=grid, growth=growth, seconds=a.seconds, seed=seed, estimator=estimator)
     r = run_study(bank, cfg)
