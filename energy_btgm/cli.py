@@ -216,17 +216,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"the data itself misses {sn['text']}; where the split can tell, the targets are "
             + ("met" if not judged else f"NOT met: {', '.join(judged)}")
         )
-        jm = sn["judged_missed_statistics"]
-        print(
-            f"  the training weeks themselves meet every judged target in {jm['all_met_share']:.0%} of those re-splits "
-            f"(every target in {sn['strict_all_met_share']:.0%})"
-            + (
-                f", and miss judged targets on {len(judged)} or more statistics, as this model does, in "
-                f"{t['data_misses_as_many_share']:.0%}"
-                if judged
-                else ""
-            )
-        )
+        print(f"  {t['data_verdict_text']}")
     print(f"  model card: {out / 'card.html'}")
     return 0
 

@@ -184,6 +184,22 @@ def describe_noise(noise: dict) -> str:
     return ", ".join(parts) if parts else "none"
 
 
+def describe_data_verdict(noise: dict, n_judged: int) -> str:
+    """How often the data itself meets every target over ``split_noise``'s re-splits, and how often it misses
+    judged targets on as many statistics as the model (``n_judged``) does, for one sentence of text."""
+    text = (
+        f"the training weeks themselves meet every judged target in "
+        f"{100 * noise['judged_missed_statistics']['all_met_share']:.0f} % of those re-splits "
+        f"(every target, judged or not, in {100 * noise['strict_all_met_share']:.0f} %)"
+    )
+    if n_judged:
+        text += (
+            f", and miss judged targets on {n_judged} or more statistics, as this model does, in "
+            f"{100 * as_often_as_the_data(n_judged, noise):.0f} %"
+        )
+    return text
+
+
 def figures(history: list, real_x: np.ndarray, recon_x: np.ndarray, gen_x: np.ndarray, real: dict, gen: dict) -> dict:
     """The card's figures as data URIs: training curves, reconstructions, mean ± std curves, QQ plots."""
 
@@ -288,6 +304,7 @@ def write_card(model_dir: Path, data: dict, weeks: dict | None = None) -> dict:
             missed_where_the_split_can_tell=judged,
             met_where_the_split_can_tell=not judged,
             data_misses_as_many_share=as_often_as_the_data(len(judged), noise),
+            data_verdict_text=describe_data_verdict(noise, len(judged)),
         )
     atomic_write_json(Path(model_dir) / "card.json", card)
     figs = figures(history, real_x, recon_x, gen_x, real, gen)
