@@ -196,6 +196,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     card = json.loads((out / "card.json").read_text())
     print(f"model: {out}  ({card['epochs_run']} epochs, {card['train_seconds']:.0f} s; test ELBO {card['test_elbo']:.1f} nats)")
+    pf = card.get("prior_fit") or {}
+    if len(pf.get("prior_val_nll", {})) > 1:
+        nll = ", ".join(f"{h}: {v:.2f}" for h, v in pf["prior_val_nll"].items())
+        print(f"  latent prior: smoothing {pf['prior_smoothing']:g} kept (validation NLL by smoothing, nats: {nll})")
     for label, fit in (
         ("fit on the test split", card),
         ("baseline, training split vs test split", card["train_vs_test"]),
@@ -591,6 +595,15 @@ def build_parser() -> argparse.ArgumentParser:
         "prior_transforms",
         metavar="K",
         help="coupling layers of the latent prior flow fitted after training (0: N(0, I))",
+    )
+    _option(
+        p,
+        TrainConfig,
+        "prior_smoothing",
+        metavar="H",
+        help="the prior flow is fitted to the training weeks' posteriors, each widened to a std of at least H (a kernel "
+        "bandwidth in latent units), once per H given, and the fit under which the validation weeks are most likely is "
+        "kept: large groups' weeks are tight clusters that a flow fitted to them as they are learns one by one; 0: as encoded",
     )
     _option(
         p,

@@ -36,6 +36,7 @@ def test_top_level_help_lists_subcommands(cli_exe):
         (["train", "--patience", "0"], "--patience", 2),
         (["train", "--kl-warmup-epochs", "-1"], "--kl-warmup-epochs", 2),
         (["train", "--stat-sd-max", "-0.1"], "--stat-sd-max", 2),
+        (["train", "--prior-smoothing", "-1"], "--prior-smoothing", 2),
         (["tune", "no-such-criterion"], "unknown criterion", 2),
         (["ingest", str(DATA / "bad/empty.csv")], "empty.csv", 1),  # the data is not what the step needs
         (["curves"], "energy-btgm ingest", 1),  # nor is the store

@@ -9,7 +9,7 @@ import torch
 
 from energy_btgm.core.flow import LatentFlow
 from energy_btgm.errors import ParameterError
-from energy_btgm.model.train import fit_prior
+from energy_btgm.model.train import fit_prior, prior_nll, select_prior
 from energy_btgm.model.vae import VAE, Generator, Scaler, VAEConfig
 
 
@@ -67,21 +67,43 @@ def test_scaler_power_round_trip_and_clip():
     assert Scaler.from_dict(sc.to_dict()).power == 0.6
 
 
-def test_latent_prior_fits_the_aggregate_posterior():
-    """Posterior means μ_i ~ N(c, t²), posterior sd s: the aggregate posterior is N(c, (t² + s²)·I)."""
+@pytest.mark.parametrize("smoothing", [0.0, 0.5])
+def test_latent_prior_fits_the_aggregate_posterior(smoothing):
+    """Posterior means μ_i ~ N(c, t²), posterior sd s: the aggregate posterior is N(c, (t² + s²)·I); smoothed
+    to a std of at least h > s, it is N(c, (t² + h²)·I)."""
     g = torch.Generator().manual_seed(0)
-    c, t, s = torch.tensor([1.5, -0.5]), 0.6, 0.3
+    c, t, s_enc = torch.tensor([1.5, -0.5]), 0.6, 0.3
     mu = c + t * torch.randn(4000, 2, generator=g)
     model = SimpleNamespace(
-        encode=lambda x: (mu, torch.full_like(mu, 2 * math.log(s))), prior=LatentFlow(2, transforms=2, hidden=32, passes=2)
+        encode=lambda x: (mu, torch.full_like(mu, 2 * math.log(s_enc))), prior=LatentFlow(2, transforms=2, hidden=32, passes=2)
     )
-    fit_prior(model, torch.zeros(4000, 3), steps=600, seed=0)
+    fit_prior(model, torch.zeros(4000, 3), steps=600, seed=0, smoothing=smoothing)
+    s = max(s_enc, smoothing)
     with torch.no_grad():
         z, log_q, _ = model.prior.sample(50_000, generator=torch.Generator().manual_seed(1))
     sd = math.sqrt(t**2 + s**2)
     assert torch.allclose(z.mean(0), c, atol=0.05) and torch.allclose(z.std(0), torch.full((2,), sd), rtol=0.08)
     exact = torch.distributions.Normal(c, sd).log_prob(z).sum(-1)
     assert float((log_q - exact).mean()) == pytest.approx(0.0, abs=0.03)  # KL(flow ‖ exact) ≈ 0
+
+
+@pytest.mark.parametrize("case, smoothings, expected", [("clusters", (0.0, 0.5), 0.5), ("broad", (0.0, 1.0), 0.0)])
+def test_prior_smoothing_is_chosen_by_the_validation_weeks_likelihood(case, smoothings, expected):
+    """Weeks drawn from N(0, 0.8²·I), the encoder the identity with posterior std s. "clusters": 20 training weeks, each
+    seen 200 times with s = 0.01 — fitted as they are, the flow learns the 20 points and new weeks are unlikely, so the
+    smoothed fit wins; "broad": 4,000 weeks with s = 0.3 — widening them to 1 makes the prior too wide, so h = 0 wins."""
+    g = torch.Generator().manual_seed(0)
+    n_weeks, repeats, s = (20, 200, 0.01) if case == "clusters" else (4000, 1, 0.3)
+    x_train = (0.8 * torch.randn(n_weeks, 2, generator=g)).repeat(repeats, 1)
+    x_val = 0.8 * torch.randn(500, 2, generator=g)
+    torch.manual_seed(0)
+    model = SimpleNamespace(
+        encode=lambda x: (x, torch.full_like(x, 2 * math.log(s))), prior=LatentFlow(2, transforms=2, hidden=32, passes=2)
+    )
+    chosen = select_prior(model, x_train, x_val, steps=600, smoothings=smoothings, seed=0)
+    assert chosen["prior_smoothing"] == expected
+    assert set(chosen["prior_val_nll"]) == {f"{h:g}" for h in smoothings}
+    assert prior_nll(model, x_val, seed=0) == pytest.approx(min(chosen["prior_val_nll"].values()), abs=0.05)  # the kept fit
 
 
 @pytest.mark.parametrize("power, cap", [(1.0, 0.0), (0.7, 0.0), (1.0, 0.8)])

@@ -276,6 +276,7 @@ def write_card(model_dir: Path, data: dict, weeks: dict | None = None) -> dict:
         "architecture": {k: getattr(gen_model.vae.cfg, k) for k in ARCHITECTURE},
         "stat_weight": gen_model.vae.cfg.stat_weight,
         "stat_sd_max": gen_model.vae.cfg.stat_sd_max,
+        "prior_fit": meta.get("prior_fit", {}),
         "fitted_statistics": list(gen_model.vae.cfg.statistics),
         **fit_numbers(real, gen),
     }

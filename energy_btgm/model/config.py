@@ -23,6 +23,9 @@ class TrainConfig:
     power: float = 1.0  # features modelled as kW ** power (<1 makes appliance spikes less skewed)
     prior_transforms: int = 4  # coupling layers of a second-stage prior flow on the aggregate posterior; 0: none
     prior_steps: int = 2000  # its gradient steps (batch 512)
+    # the prior's fit sees each week's posterior with a std of at least h (a kernel bandwidth in latent units; 0: as
+    # encoded), h the one of these whose prior gives the validation weeks the highest likelihood; one value: that one
+    prior_smoothing: tuple[float, ...] = (0.0, 0.25, 0.5)
     joint_prior: bool = False  # train the prior flow with the VAE (the KL to it) instead of fitting it afterwards
     heteroscedastic: bool = False  # observation variance per feature and latent
     stat_weight: float = 50.0  # every statistic (criteria and DF) observed w more times, as that of the decoder mean; 0: off
@@ -44,6 +47,8 @@ class TrainConfig:
         if not 0 <= self.stat_sd_max <= 10:
             raise ParameterError(f"--stat-sd-max must be 0 (no cap) or a std up to 10, got {self.stat_sd_max}")
         self.statistic_names()
+        if not self.prior_smoothing or not all(0 <= h <= 5 for h in self.prior_smoothing):
+            raise ParameterError(f"--prior-smoothing takes one or more stds from 0 (none) to 5, got {self.prior_smoothing}")
         if self.prior_transforms < 0:
             raise ParameterError(f"--prior-transforms must be 0 or more, got {self.prior_transforms}")
         if self.device not in ("auto", "cpu", "cuda"):
