@@ -213,7 +213,9 @@ def _fresh_model(store: Path, n: int, cfg: TrainConfig | None = None) -> bool:
     if not (meta.exists() and curves.exists()):
         return False
     doc = json.loads(meta.read_text())
-    want = {k: v for k, v in dataclasses.asdict(cfg or TrainConfig(group_size=n)).items() if k != "device"}
+    # tuples as lists, as model.json holds them
+    as_json = json.loads(json.dumps(dataclasses.asdict(cfg or TrainConfig(group_size=n))))
+    want = {k: v for k, v in as_json.items() if k != "device"}
     have = {k: v for k, v in doc.get("train_config", {}).items() if k != "device"}
     return doc.get("curves_sha256") == sha256_file(curves) and have == want
 
