@@ -198,8 +198,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"model: {out}  ({card['epochs_run']} epochs, {card['train_seconds']:.0f} s; test ELBO {card['test_elbo']:.1f} nats)")
     pf = card.get("prior_fit") or {}
     if len(pf.get("prior_val_nll", {})) > 1:
-        nll = ", ".join(f"{h}: {v:.2f}" for h, v in pf["prior_val_nll"].items())
-        print(f"  latent prior: smoothing {pf['prior_smoothing']:g} kept (validation NLL by smoothing, nats: {nll})")
+        se = pf.get("prior_val_nll_se", {})
+        nll = ", ".join(f"{h}: {v:.2f}" + (f" ± {se[h]:.2f}" if h in se else "") for h, v in pf["prior_val_nll"].items())
+        print(
+            f"  latent prior: smoothing {pf['prior_smoothing']:g} kept, the widest within one standard error of the best "
+            f"(validation NLL by smoothing, nats, ± the standard error of its difference from the best's: {nll})"
+        )
     for label, fit in (
         ("fit on the test split", card),
         ("baseline, training split vs test split", card["train_vs_test"]),
