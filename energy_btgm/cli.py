@@ -606,8 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
         "prior_smoothing",
         metavar="H",
         help="the prior flow is fitted to the training weeks' posteriors, each widened to a std of at least H (a kernel "
-        "bandwidth in latent units), once per H given, and the fit under which the validation weeks are most likely is "
-        "kept: large groups' weeks are tight clusters that a flow fitted to them as they are learns one by one; 0: as encoded",
+        "bandwidth in latent units), once per H given, and the widest H whose validation NLL is within one standard "
+        "error of the best is kept: large groups' weeks are tight clusters that a flow fitted to them as they are "
+        "learns one by one; 0: as encoded",
     )
     _option(
         p,

@@ -196,6 +196,11 @@ def _fresh_readings(store: Path, sources: list[str], fmt: str, tz: str, source_t
     )
 
 
+def _as_json(cfg) -> dict:
+    """A config dataclass as its manifest or model.json holds it (tuples as lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
 def _fresh_curves(store: Path, cfg: CurvesConfig) -> bool:
     """The curves record the current readings manifest and were built with ``cfg`` (sizes, draws, seed, ...)."""
     m = store / "curves" / "_manifest.json"
@@ -203,7 +208,7 @@ def _fresh_curves(store: Path, cfg: CurvesConfig) -> bool:
     if not (m.exists() and r.exists()):
         return False
     man = json.loads(m.read_text())
-    want = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as lists, as the manifest holds them
+    want = _as_json(cfg)
     return man.get("readings_manifest_sha256") == sha256_file(r) and man.get("config") == want
 
 
@@ -213,9 +218,7 @@ def _fresh_model(store: Path, n: int, cfg: TrainConfig | None = None) -> bool:
     if not (meta.exists() and curves.exists()):
         return False
     doc = json.loads(meta.read_text())
-    # tuples as lists, as model.json holds them
-    as_json = json.loads(json.dumps(dataclasses.asdict(cfg or TrainConfig(group_size=n))))
-    want = {k: v for k, v in as_json.items() if k != "device"}
+    want = {k: v for k, v in _as_json(cfg or TrainConfig(group_size=n)).items() if k != "device"}
     have = {k: v for k, v in doc.get("train_config", {}).items() if k != "device"}
     return doc.get("curves_sha256") == sha256_file(curves) and have == want
 

@@ -24,7 +24,7 @@ class TrainConfig:
     prior_transforms: int = 4  # coupling layers of a second-stage prior flow on the aggregate posterior; 0: none
     prior_steps: int = 2000  # its gradient steps (batch 512)
     # the prior's fit sees each week's posterior with a std of at least h (a kernel bandwidth in latent units; 0: as
-    # encoded), h the one of these whose prior gives the validation weeks the highest likelihood; one value: that one
+    # encoded), h the widest of these within one standard error of the best validation NLL; one value: that one
     prior_smoothing: tuple[float, ...] = (0.0, 0.25, 0.5)
     joint_prior: bool = False  # train the prior flow with the VAE (the KL to it) instead of fitting it afterwards
     heteroscedastic: bool = False  # observation variance per feature and latent

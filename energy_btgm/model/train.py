@@ -174,13 +174,14 @@ def select_prior(
         if gap > se:
             break  # clearly worse than a narrower one: wider ones are not tried
     best = min(fits, key=lambda f: f["nll"].mean())
-    kept = max((f for f in fits if excess(f, best)[0] <= excess(f, best)[1]), key=lambda f: f["h"])
+    vs_best = [excess(f, best) for f in fits]  # (gap, standard error) per fit
+    kept = max((f for f, (gap, se) in zip(fits, vs_best) if gap <= se), key=lambda f: f["h"])
     model.prior.load_state_dict(kept["state"])
     return {
         "prior_smoothing": kept["h"],
         "prior_nll": kept["train_nll"],
         "prior_val_nll": {f"{f['h']:g}": float(f["nll"].mean()) for f in fits},
-        "prior_val_nll_se": {f"{f['h']:g}": excess(f, best)[1] for f in fits},
+        "prior_val_nll_se": {f"{f['h']:g}": se for f, (_, se) in zip(fits, vs_best)},
         "prior_best_smoothing": best["h"],
     }
 
