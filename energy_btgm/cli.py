@@ -207,6 +207,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for label, fit in (
         ("fit on the test split", card),
         ("baseline, training split vs test split", card["train_vs_test"]),
+        ("in sample, generated vs training split", card["generated_vs_train"]),
         ("draws x ~ p(x|z), noise included (not what BTGM tunes)", card["drawn_with_noise"]),
     ):
         print(

@@ -52,6 +52,10 @@ def test_model_directory_and_card(store, tmp_path):
     assert all("q999" not in row for row in t["by_statistic"].values())  # a tiny test split: no q0.999 target
     assert all(0 <= v <= 1 for v in card["ks"].values()) and np.isfinite(card["test_elbo"])
     assert set(card["train_vs_test"]["ks"]) == names and all(0 <= v <= 1 for v in card["train_vs_test"]["ks"].values())
+    learnt = card["generated_vs_train"]  # in sample: against the training curves, not the test ones
+    assert set(learnt["ks"]) == names and learnt["ks"] != card["ks"] and learnt["ks"] != card["train_vs_test"]["ks"]
+    worst = learnt["worst"]["ks"]
+    assert worst["value"] == max(learnt["ks"][n] for n in TARGET_STATISTICS) == learnt["ks"][worst["statistic"]]
     page = (out / "card.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "Model card" in page
     meta = json.loads((out / "model.json").read_text())

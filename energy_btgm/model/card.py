@@ -12,6 +12,10 @@ week (no week in two splits), so the test set holds few distinct weeks (22 in th
 for large groups, whose curves are mostly the week's weather, this baseline can itself miss the
 targets: no model of the training data is expected to beat it, and the card says so.
 
+The other side of that gap: the generated curves against the training split itself (in sample), how
+closely the model reproduces the weeks it learnt from. Small there and missing on the test split with the
+baseline, a number says more about the split than about the model; small on neither, it is the model.
+
 One baseline is one draw of the split. ``split_noise`` re-splits the same weeks 200 times and counts
 how often the data misses each target against itself: a target missed in half of them or more is one
 that this many test weeks cannot judge, and the card says which, and whether the model meets the others.
@@ -71,6 +75,16 @@ def fit_numbers(real: dict, gen: dict) -> dict:
         res["q99_real"][name] = float(np.quantile(real[name], 0.99))
         res["q99_generated"][name] = float(np.quantile(gen[name], 0.99))
     return res
+
+
+def worst_of(fit: dict) -> dict:
+    """The largest KS and the largest |q0.99| and |q0.999| errors of ``fit`` over ``TARGET_STATISTICS``, each as
+    ``{"statistic": name, "value": v}``: one line of how far a fit is, at worst."""
+    out = {}
+    for key in ("ks", "q99_rel_err", "q999_rel_err"):
+        name = max(TARGET_STATISTICS, key=lambda n: abs(fit[key][n]))
+        out[key] = {"statistic": name, "value": fit[key][name]}
+    return out
 
 
 def check_targets(fit: dict, n_test: int) -> dict:
@@ -282,6 +296,9 @@ def write_card(model_dir: Path, data: dict, weeks: dict | None = None) -> dict:
     }
     base = fit_numbers(real, real_of["train"])
     card["train_vs_test"] = {k: base[k] for k in ("ks", "q99_rel_err", "q999_rel_err")}
+    learnt = fit_numbers(real_of["train"], gen)
+    card["generated_vs_train"] = {k: learnt[k] for k in ("ks", "q99_rel_err", "q999_rel_err")}
+    card["generated_vs_train"]["worst"] = worst_of(learnt)
     noisy_x, noisy_pk, _ = gen_model.sample(N_GENERATED, seed=12345, noise=True)
     drawn = fit_numbers(real, statistics(noisy_x, noisy_pk))
     card["drawn_with_noise"] = {"ks": drawn["ks"], "q99_rel_err": drawn["q99_rel_err"]}
