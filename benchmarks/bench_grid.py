@@ -25,7 +25,7 @@ import torch
 from _common import report
 
 from energy_btgm.bank import read as read_bank
-from energy_btgm.estimate.estimators import weighted_estimates, wilson
+from energy_btgm.estimate.estimators import ess, weighted_estimates, wilson
 from energy_btgm.grid.config import StudyConfig
 from energy_btgm.grid.network import injections
 from energy_btgm.grid.powerflow import runpp_metrics
@@ -97,11 +97,20 @@ for grid, growth, seed, estimator in (
     pk, w = bank_df["peak_kw"].to_numpy(np.float64), bank_df["weight"].to_numpy(np.float64)
     mismatch = int(((pk[: len(weeks_b)] >= t_star) != (weeks_b["trafo_loading_pct"] > cfg.trafo_limit).to_numpy()).sum())
     report("grid", f"{tag}: bank weeks where power flow and peak >= t* disagree", mismatch, "weeks", "0")
-    covered = 0
+    covered, slice_ess = 0, []
     for i in range(10):
-        e = weighted_estimates((pk[i * 1000 : (i + 1) * 1000] >= t_star).astype(float), w[i * 1000 : (i + 1) * 1000], 0.5, 0.5)
+        ev, ws = pk[i * 1000 : (i + 1) * 1000] >= t_star, w[i * 1000 : (i + 1) * 1000]
+        e = weighted_estimates(ev.astype(float), ws, 0.5, 0.5)
         covered += e["exceedance_ci"][0] <= k / len(peaks) <= e["exceedance_ci"][1]
+        slice_ess.append(ess(ws[ev]))
     report("grid", f"{tag}: tuned-bank intervals (10 slices of 1,000 weeks) covering the reference", covered, "of 10", ">= 9")
+    report(
+        "grid",
+        f"{tag}: ESS of the overload weeks' weights, per slice (min / median / max) and over the whole bank",
+        f"{min(slice_ess):.0f} / {np.median(slice_ess):.0f} / {max(slice_ess):.0f}; {ess(w[pk >= t_star]):.0f}",
+        "",
+        ">= 100 for a slice's interval to count",
+    )
     b, rj = r["btgm"]["estimates"]["trafo_overload"], r["rejection"]["estimates"]["trafo_overload"]
     width = lambda e: e["ci"][1] - e["ci"][0]  # noqa: E731
     report("grid", f"{tag}: interval width rejection / BTGM", round(width(rj) / max(width(b), 1e-300), 1), "x")
