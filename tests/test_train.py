@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -9,8 +10,8 @@ import torch
 from conftest import TINY
 
 import criteria
-from energy_btgm.model.card import TARGET_STATISTICS
-from energy_btgm.model.train import TrainConfig, TrainingError, train
+from energy_btgm.model.card import TARGET_STATISTICS, write_card
+from energy_btgm.model.train import TrainConfig, TrainingError, load_splits, train
 from energy_btgm.model.vae import load_model
 
 
@@ -63,6 +64,14 @@ def test_model_directory_and_card(store, tmp_path):
     gen = load_model(out)
     curves, peaks, z = gen.sample(7, seed=3)
     assert curves.shape == (7, 336) and peaks.shape == (7,) and z.shape == (7, 4)
+    # a model trained before the prior's standard errors were recorded is carded again without them
+    with_se = re.compile(r"h = 0: -?[0-9.]+ \(± ")  # each h's validation NLL with its standard error
+    assert len(meta["prior_fit"]["prior_val_nll"]) > 1 and with_se.search(page)
+    del meta["prior_fit"]["prior_val_nll_se"]
+    (out / "model.json").write_text(json.dumps(meta))
+    write_card(out, *load_splits(store, TINY["group_size"]))
+    page = (out / "card.html").read_text()
+    assert re.search(r"h = 0: -?[0-9.]+; h = ", page) and not with_se.search(page)
 
 
 def test_load_errors_name_the_problem(store, tmp_path):
