@@ -167,13 +167,12 @@ def select_prior(
     for h in sorted(smoothings):
         model.prior.load_state_dict(start)
         train_nll = fit_prior(model, x_train, steps, seed=seed, progress=progress, smoothing=h)
-        fits.append({"h": h, "train_nll": train_nll, "nll": prior_nll(model, x_val, seed=seed + 31)})
-        fits[-1]["state"] = copy.deepcopy(model.prior.state_dict())
-        best = min(fits, key=lambda f: f["nll"].mean())
+        nll, state = prior_nll(model, x_val, seed=seed + 31), copy.deepcopy(model.prior.state_dict())
+        fits.append({"h": h, "train_nll": train_nll, "nll": nll, "state": state})
+        best = min(fits, key=lambda f: f["nll"].mean())  # over every fit so far: after the loop, over all
         gap, se = excess(fits[-1], best)
         if gap > se:
             break  # clearly worse than a narrower one: wider ones are not tried
-    best = min(fits, key=lambda f: f["nll"].mean())
     vs_best = [excess(f, best) for f in fits]  # (gap, standard error) per fit
     kept = max((f for f, (gap, se) in zip(fits, vs_best) if gap <= se), key=lambda f: f["h"])
     model.prior.load_state_dict(kept["state"])
