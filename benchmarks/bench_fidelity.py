@@ -5,7 +5,8 @@ their zones, GMT files and London meters, into a work store), and for groups of 
 model with the default settings and print, per statistic (weekly peak, weekly energy, Wednesday gap,
 MAE flatness, diversity factor), the model card's KS and q0.99 (and q0.999) errors of generated weeks
 against the held-out test weeks, the training-vs-test baseline beside them, the generated weeks against the
-training weeks (in sample: how closely each model reproduces what it learnt from), and the training seconds.
+training weeks (in sample: how closely each model reproduces what it learnt from), how many test weeks the test
+curves beyond q0.99 / q0.999 come from ("tail weeks": a tail of few weeks is few draws), and the training seconds.
 Then, per model, how often the data itself meets every target its split can judge, over the card's
 re-splits of the same weeks, and how often it misses judged targets on as many statistics as the model.
 
@@ -71,7 +72,7 @@ def card_of(label: str, store: Path, n: int) -> dict:
         train(store, TrainConfig(group_size=n, seed=0), out=out, reports=work / "reports")
         report("fidelity", f"{label} n{n}: train (incl. card)", round(time.perf_counter() - t, 1), "s", "<= 300 s")
     card = json.loads((out / "card.json").read_text())
-    if "generated_vs_train" not in card:  # a reused model carded by older code: card it again
+    if "tail_weeks" not in card:  # a reused model carded by older code: card it again
         card = write_card(out, *load_splits(store, n))
     return card
 
@@ -99,6 +100,7 @@ for label, store_of in sets:
                     card["train_vs_test"]["q99_rel_err"][name],
                     card["generated_vs_train"]["ks"][name],
                     card["generated_vs_train"]["q99_rel_err"][name],
+                    card["tail_weeks"]["test"][name],
                     by[name]["met"],
                     name not in card["targets"]["missed_where_the_split_can_tell"],
                 )
@@ -123,12 +125,13 @@ for label, store_of in sets:
 print()
 print(
     f"{'data':5} {'n':>4} {'test':>5}  {'statistic':18} {'KS':>6} {'q0.99':>7} {'q0.999':>7}   "
-    f"{'baseline KS':>11} {'q0.99':>7}   {'in-sample KS':>12} {'q0.99':>7}   targets  where the split can tell"
+    f"{'baseline KS':>11} {'q0.99':>7}   {'in-sample KS':>12} {'q0.99':>7}   {'tail weeks':>10}   "
+    "targets  where the split can tell"
 )
-for label, n, n_test, name, ks, q99, q999, bks, bq99, iks, iq99, met, judged in rows:
+for label, n, n_test, name, ks, q99, q999, bks, bq99, iks, iq99, tw, met, judged in rows:
     print(
         f"{label:5} {n:4d} {n_test:5d}  {name:18} {ks:6.3f} {q99:+7.1%} {q999:+7.1%}   {bks:11.3f} {bq99:+7.1%}   "
-        f"{iks:12.3f} {iq99:+7.1%}   "
+        f"{iks:12.3f} {iq99:+7.1%}   {tw['q99']:>4} / {tw['q999']:<3}   "
         f"{'met' if met else 'MISSED':7}  {'met' if judged else 'MISSED'}"
     )
 print(

@@ -214,6 +214,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"  {label} (KS | q0.99 rel. err.): "
             + ", ".join(f"{k} {fit['ks'][k]:.3f} | {fit['q99_rel_err'][k]:+.1%}" for k in fit["ks"])
         )
+    if "tail_weeks" in card:
+        tw = card["tail_weeks"]
+        print(
+            "  weeks behind the tails (q0.99 / q0.999 of the training | test split): "
+            + ", ".join(
+                f"{k} {tw['train'][k]['q99']} / {tw['train'][k]['q999']} | {v['q99']} / {v['q999']}"
+                for k, v in tw["test"].items()
+            )
+        )
     t = card["targets"]
     print(f"  targets ({t['text']}): " + ("met" if t["met"] else f"NOT met: {t['missed_text']}"))
     if not t["baseline"]["met"]:

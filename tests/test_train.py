@@ -55,6 +55,9 @@ def test_model_directory_and_card(store, tmp_path):
     assert set(card["train_vs_test"]["ks"]) == names and all(0 <= v <= 1 for v in card["train_vs_test"]["ks"].values())
     learnt = card["generated_vs_train"]  # in sample: against the training curves, not the test ones
     assert set(learnt["ks"]) == names and learnt["ks"] != card["ks"] and learnt["ks"] != card["train_vs_test"]["ks"]
+    tw = card["tail_weeks"]  # the distinct weeks behind each split's tails: at least one, at most the split's weeks
+    assert set(tw) == {"train", "test"} and set(tw["test"]) == set(TARGET_STATISTICS)
+    assert all(1 <= row["q999"] <= row["q99"] <= card["targets"]["split_noise"]["weeks"] for row in tw["train"].values())
     worst = learnt["worst"]["ks"]
     assert worst["value"] == max(learnt["ks"][n] for n in TARGET_STATISTICS) == learnt["ks"][worst["statistic"]]
     page = (out / "card.html").read_text()
@@ -168,6 +171,19 @@ def _weekly_statistics(week_sd: float, curve_sd: float, weeks: int = 156, per_we
     week = np.repeat(np.arange(weeks), per_week)
     stats = {name: 10 + rng.normal(0, week_sd, weeks)[week] + rng.normal(0, curve_sd, len(week)) for name in TARGET_STATISTICS}
     return stats, week
+
+
+def test_tail_weeks_count_the_weeks_a_tail_rests_on():
+    """156 weeks of 67 curves: curves independent of their week spread their top 1 % (105 curves) over many weeks;
+    curves that are their week's (as 100-home curves are its weather) hold it in the 2 weeks those 105 curves fill."""
+    from energy_btgm.model.card import tail_weeks
+
+    stats, week = _weekly_statistics(week_sd=0.0, curve_sd=1.0)
+    free = tail_weeks(stats, week)
+    assert set(free) == set(TARGET_STATISTICS)
+    assert all(row["q99"] >= 50 and row["q999"] >= 9 for row in free.values())  # about 76 and 11 expected
+    stats, week = _weekly_statistics(week_sd=1.0, curve_sd=0.01)
+    assert all(row == {"q99": 2, "q999": 1} for row in tail_weeks(stats, week).values())
 
 
 def test_split_noise_tells_which_targets_the_test_weeks_can_judge():

@@ -19,6 +19,7 @@ baseline, a number says more about the split than about the model; small on neit
 One baseline is one draw of the split. ``split_noise`` re-splits the same weeks 200 times and counts
 how often the data misses each target against itself: a target missed in half of them or more is one
 that this many test weeks cannot judge, and the card says which, and whether the model meets the others.
+``tail_weeks`` says why: how many distinct weeks the curves beyond each split's q0.99 and q0.999 come from.
 """
 
 from __future__ import annotations
@@ -157,6 +158,18 @@ def split_noise(
         },
         "strict_all_met_share": float(np.mean([c["met"] for c in checks])),
     }
+
+
+def tail_weeks(stats: dict[str, np.ndarray], weeks: np.ndarray) -> dict:
+    """How many distinct weeks hold the curves at or above the 0.99 and the 0.999 quantile of each statistic of
+    ``TARGET_STATISTICS`` (``stats``: each curve's statistics, ``weeks``: each curve's week): the independent draws
+    a tail quantile rests on. A week's groups share its weather and calendar, so a tail made of a few weeks moves
+    with which weeks a split holds, whatever its number of curves. ``{statistic: {"q99": k, "q999": k}}``."""
+    out = {}
+    for name in TARGET_STATISTICS:
+        v = stats[name]
+        out[name] = {key: int(len(np.unique(weeks[v >= np.quantile(v, q)]))) for q, key in ((0.99, "q99"), (0.999, "q999"))}
+    return out
 
 
 def as_often_as_the_data(n_missed: int, noise: dict) -> float:
@@ -317,6 +330,7 @@ def write_card(model_dir: Path, data: dict, weeks: dict | None = None) -> dict:
         every = {name: np.concatenate([real_of[s][name] for s in splits]) for name in real}  # (N,) each
         noise = split_noise(every, np.concatenate([weeks[s] for s in splits]), len(np.unique(weeks["test"])))
         judged = judged_misses(model_check, noise)
+        card["tail_weeks"] = {s: tail_weeks(real_of[s], weeks[s]) for s in ("train", "test")}
         card["targets"].update(
             split_noise={**noise, "text": describe_noise(noise)},
             missed_where_the_split_can_tell=judged,
