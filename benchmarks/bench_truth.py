@@ -14,7 +14,8 @@ q0.999 errors of
 Where the training split itself misses the truth, no model of those weeks can be held to it; the test split's
 distance to the truth is the card's own error.
 
-Usage: python benchmarks/bench_truth.py [--store data] [--work /tmp/btgm-truth] [--weeks 1300]
+Usage: python benchmarks/bench_truth.py [--store data] [--work /tmp/btgm-truth] [--weeks 1300] [--models DIR]
+(--models: other models of the same store, e.g. `energy-btgm train --seed 1 --out DIR/vae-n10`).
 About 4 min on 2 cores (generation, ingest and curves 3 min 51 s, reused on a second run).
 """
 
@@ -56,6 +57,7 @@ def main() -> None:
         "--store", default=str(ROOT / "data"), help="the demo store (after `make demo`: its synthetic data and models)"
     )
     ap.add_argument("--work", default="/tmp/btgm-truth", help="where the generator's further weeks go (reused when they match)")
+    ap.add_argument("--models", help="folder of the models to hold to the truth, vae-n<N> each (default: the store's models)")
     ap.add_argument("--weeks", type=int, default=1300, help="weeks to generate beyond the demo's")
     ap.add_argument("--samples", type=int, default=20000, help="generated weeks per model and draw")
     ap.add_argument("--draws", type=int, default=5, help="draws of --samples weeks per model (the q0.999 is averaged over them)")
@@ -98,7 +100,7 @@ def main() -> None:
         T = statistics(X[:, :-1], X[:, -1])
         data, weeks = load_splits(store, n)
         D = {s: statistics(x[:, :-1], x[:, -1]) for s, x in data.items()}
-        model = load_model(store / "models" / f"vae-n{n}")
+        model = load_model(Path(a.models or store / "models") / f"vae-n{n}")
         G = [statistics(*model.sample(a.samples, seed=12345 + d)[:2]) for d in range(a.draws)]
         print(
             f"groups of {n}: truth {len(X):,} curves of {df['week_start'].nunique()} weeks ({start} on); the demo's "
@@ -123,8 +125,8 @@ def main() -> None:
             f"{tr[0]:18.3f} {tr[1]:+7.1%} {tr[2]:+7.1%}  {verdict(tr[0], tr[1]):7}   {te[0]:14.3f} {te[1]:+7.1%} {te[2]:+7.1%}"
         )
     print(
-        f"\nThe model's numbers are the means over {a.draws} draws of {a.samples:,} generated weeks. 'targets': KS <= 0.08 and "
-        "q0.99 within 5 % (the card's, held here to the truth instead of the test split)."
+        f"\nThe model's numbers are the means over {a.draws} draw{'s' if a.draws > 1 else ''} of {a.samples:,} generated weeks. "
+        "'targets': KS <= 0.08 and q0.99 within 5 % (the card's, held here to the truth instead of the test split)."
     )
 
 
