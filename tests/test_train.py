@@ -75,6 +75,12 @@ def test_model_directory_and_card(store, tmp_path):
     write_card(out, *load_splits(store, TINY["group_size"]))
     page = (out / "card.html").read_text()
     assert re.search(r"h = 0: -?[0-9.]+; h = ", page) and not with_se.search(page)
+    # without the curves' weeks the card leaves out what needs them (the split's noise, the weeks behind the tails)
+    data, _ = load_splits(store, TINY["group_size"])
+    bare = write_card(out, data)
+    page = (out / "card.html").read_text()
+    assert "tail_weeks" not in bare and "split_noise" not in bare["targets"] and bare["ks"] == card["ks"]
+    assert "weeks behind the tail" not in page and "test weeks can judge" not in page and "in sample" in page
 
 
 def test_load_errors_name_the_problem(store, tmp_path):
