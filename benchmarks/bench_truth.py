@@ -127,6 +127,7 @@ def main() -> None:
             rows.append((n, name, row, ok["model"][name], ok["train"][name], ok["carded"][name]))
             report("truth", f"n{n} {name}: model vs truth (KS, q0.99, q0.999)", [round(v, 3) for v in row["model"]], "")
             report("truth", f"n{n} {name}: training split vs truth (KS, q0.99, q0.999)", [round(v, 3) for v in row["train"]], "")
+            report("truth", f"n{n} {name}: generator vs test split (KS, q0.99, q0.999)", [round(v, 3) for v in row["carded"]], "")
 
     print(
         f"\n{'n':>4}  {'statistic':18}  {'model vs truth: KS':>18} {'q0.99':>7} {'q0.999':>7}  {'targets':7}   "
